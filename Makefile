@@ -1,0 +1,29 @@
+# Two commands: `make quickstart` runs the whole loop on CPU, `make test` runs the tests.
+# Both create .venv and install the project on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines: torch 2.13.0 (a CUDA build where pip picks one). Override e.g. TORCH_SPEC="torch==2.13.0 --index-url ...".
+TORCH_SPEC ?= torch==2.13.0
+MODEL_DIR := models/SmolLM2-135M-Instruct
+
+.PHONY: install quickstart test lint
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+$(MODEL_DIR)/config.json: | $(VENV)/.installed
+	$(PY) scripts/fetch_quickstart_model.py --out $(MODEL_DIR)
+
+quickstart: $(VENV)/.installed $(MODEL_DIR)/config.json
+	$(PY) -m bonito_adapt run recipes/quickstart.yaml
+
+test: $(VENV)/.installed $(MODEL_DIR)/config.json
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check bonito_adapt tests scripts

@@ -1,0 +1,81 @@
+"""`python -m bonito_adapt run|generate|validate|tasks|report` — every user error is one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import UserError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bonito_adapt",
+        description="Adapt a language model to your own unannotated text: generate -> train -> evaluate -> report.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def recipe_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("recipe", help="recipe YAML file (see recipes/)")
+        command.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                             help="override recipe fields, e.g. train.max_steps=5")
+        return command
+
+    run = recipe_command("run", "run a recipe's stages (skipping those already up to date)")
+    run.add_argument("--stages", help="comma-separated subset, e.g. generate,train")
+    run.add_argument("--force", action="store_true", help="rerun the stages even if up to date")
+    generate = recipe_command("generate", "run only the generate stage of a recipe")
+    generate.add_argument("--force", action="store_true", help="rerun even if up to date")
+    recipe_command("validate", "check a recipe without running anything")
+    sub.add_parser("tasks", help="list Bonito task types")
+    report = sub.add_parser("report", help="write a report (tables, plots) for one or more run directories")
+    report.add_argument("run_dirs", nargs="+", help="run directories (output_dir of a recipe)")
+    report.add_argument("--out", help="report folder (default: RUN_DIR/report of the first run)")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if args.command == "tasks":
+        from .prompts import TASK_TYPES
+
+        for short, full in TASK_TYPES.items():
+            print(f"{short:<14} {full}")
+        return 0
+    if args.command == "report":
+        from .report import report_runs
+
+        out = report_runs(args.run_dirs, out_dir=args.out)
+        console.print(f"report written to {out / 'index.md'}")
+        return 0
+
+    from .config import load_recipe
+    from .pipeline import run_stages, select_stages
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.command == "validate":
+        console.print(f"recipe {args.recipe} is valid: stages {', '.join(recipe.stages()) or 'none'}; "
+                      f"output_dir {recipe.output_dir}")
+        return 0
+    stages = select_stages(recipe, "generate" if args.command == "generate" else args.stages)
+    artifacts = run_stages(recipe, stages, force=args.force)
+    for stage, path in artifacts.items():
+        console.print(f"[bold]{stage}[/bold]: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

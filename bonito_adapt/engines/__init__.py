@@ -1,0 +1,59 @@
+"""Generation engines behind one small interface, resolved by name.
+
+Each engine imports its heavy library (vllm, torch/transformers, httpx) only inside its own
+module, so choosing `openai` never imports vllm and the core stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol, runtime_checkable
+
+from ..generate_config import GenerateConfig, SamplingConfig
+
+__all__ = ["Engine", "ENGINES", "load_engine", "resolve_engine_name"]
+
+# name -> "module:Class", imported only when chosen.
+ENGINES = {
+    "vllm": "bonito_adapt.engines.vllm_engine:VLLMEngine",
+    "transformers": "bonito_adapt.engines.transformers_engine:TransformersEngine",
+    "openai": "bonito_adapt.engines.openai_engine:OpenAIEngine",
+}
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the generate stage needs from an engine."""
+
+    name: str
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[list[str]]:
+        """Return, for each prompt, `sampling.n` completions (text after the prompt only)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Number of generator tokens in `text` (for passage splitting)."""
+
+    @property
+    def max_context(self) -> int | None:
+        """The generator's context window in tokens, if known."""
+
+    def close(self) -> None:
+        """Free GPU memory / connections."""
+
+
+def resolve_engine_name(config: GenerateConfig) -> str:
+    """`auto` means vllm when it is installed and a GPU is present, else transformers."""
+    if config.engine != "auto":
+        return config.engine
+    if importlib.util.find_spec("vllm") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return "vllm"
+    return "transformers"
+
+
+def load_engine(config: GenerateConfig) -> Engine:
+    module_name, class_name = ENGINES[resolve_engine_name(config)].split(":")
+    engine_class = getattr(importlib.import_module(module_name), class_name)
+    return engine_class(config)

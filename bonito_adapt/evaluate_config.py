@@ -1,0 +1,45 @@
+"""Recipe section `evaluate`: lm-eval tasks on the base and the adapted model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from ._schema import Section, maybe_local_path
+
+__all__ = ["EvaluateConfig", "PAPER_TASKS"]
+
+PAPER_TASKS = [
+    "pubmed_qa", "privacy_qa", "contract_nli", "vitaminc",
+    "squadshifts_nyt", "squadshifts_amazon", "squadshifts_reddit",
+]
+
+
+class EvaluateConfig(Section):
+    """Stage `evaluate`."""
+
+    tasks: list[str] = Field(..., min_length=1, description="Shipped benchmark names (pubmed_qa, ...) or any lm-eval task.")
+    models: list[Literal["base", "adapted"]] = Field(["base", "adapted"], description="Which models to score.")
+    base_model: str | None = Field(None, description="Default: train.model.")
+    gguf_file: str | None = Field(None, description="Default: train.gguf_file.")
+    adapter: str | None = Field(None, description="PEFT adapter folder; default: this run's train stage output.")
+    prompt_format: dict[Literal["base", "adapted"], Literal["plain", "bonito", "chat"]] = Field(
+        default_factory=lambda: {"base": "plain", "adapted": "bonito"},
+        description="How each model sees a prompt: plain, bonito (<|input|>/<|output|> tags), or chat template.",
+    )
+    data_files: dict[str, str] = Field(
+        default_factory=dict, description="Task name -> local .jsonl/.jsonl.gz/.parquet file replacing the public dataset."
+    )
+    backend: Literal["hf", "vllm"] = Field("hf", description="lm-eval model backend.")
+    batch_size: int | Literal["auto"] = Field("auto")
+    limit: int | None = Field(None, ge=1, description="Examples per task (quick runs).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto")
+    trust_remote_code: bool = Field(False)
+    seed: int = Field(1234)
+
+    def resolve_paths(self, base: Path) -> None:
+        self.base_model = maybe_local_path(base, self.base_model)
+        self.adapter = maybe_local_path(base, self.adapter)
+        self.data_files = {k: maybe_local_path(base, v) for k, v in self.data_files.items()}

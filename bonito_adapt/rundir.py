@@ -1,0 +1,183 @@
+"""The run directory: one folder per stage, each closed by a `manifest.json`.
+
+A stage is complete when its manifest exists (it is written last, atomically). A rerun
+skips a stage whose config hash and input fingerprints equal the manifest's. Downstream
+stages take an upstream stage's `fingerprint` as their input, so a changed upstream
+reruns everything after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+__all__ = [
+    "atomic_write_text",
+    "atomic_write_json",
+    "config_hash",
+    "hash_files",
+    "library_versions",
+    "read_manifest",
+    "StageRun",
+    "prepare_run_dir",
+    "upstream_fingerprint",
+]
+
+MANIFEST = "manifest.json"
+_VERSIONED = ("bonito_adapt", "torch", "transformers", "datasets", "trl", "peft", "accelerate",
+              "bitsandbytes", "lm_eval", "vllm")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def config_hash(config: Any) -> str:
+    """A stable hash of a config (pydantic model or plain data)."""
+    if hasattr(config, "model_dump"):
+        config = config.model_dump(mode="json")
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def hash_files(paths: Iterable[Path]) -> str:
+    """Content hash of files (sorted by path), for fingerprinting local inputs."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(str(path).encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    path = Path(stage_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def prepare_run_dir(run_dir: Path) -> Path:
+    """Create the run directory or explain in one line why it cannot be used."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"output_dir {str(run_dir)!r} is a file; set output_dir to a folder path")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(
+            f"output_dir {str(run_dir)!r} is not writable ({error.strerror}); choose a folder you can write to"
+        ) from None
+    return run_dir
+
+
+class StageRun:
+    """Bookkeeping for one stage in a run directory.
+
+    Usage inside a stage's `run`::
+
+        stage = StageRun(run_dir, "generate", config=cfg, inputs={"corpus": "ab12..."})
+        if stage.is_current() and not force:
+            return stage.dir
+        ...work, writing into stage.dir...
+        stage.finish(counts={...}, outputs={...})
+    """
+
+    def __init__(self, run_dir: Path, name: str, config: Any, inputs: Mapping[str, str]):
+        self.run_dir = prepare_run_dir(Path(run_dir))
+        self.name = name
+        self.dir = self.run_dir / name
+        self.config = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+        self.config_hash = config_hash(self.config)
+        self.inputs = dict(inputs)
+        self.fingerprint = config_hash({"config": self.config_hash, "inputs": self.inputs})
+        self._started = time.time()
+
+    def is_current(self) -> bool:
+        """True when a complete manifest with the same config and inputs exists."""
+        manifest = read_manifest(self.dir)
+        return bool(manifest) and manifest.get("fingerprint") == self.fingerprint
+
+    def start(self) -> Path:
+        """Mark the stage as running again: the old manifest goes, partial artifacts stay (for resume)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / MANIFEST).unlink(missing_ok=True)
+        self._started = time.time()
+        return self.dir
+
+    def finish(self, counts: Mapping[str, Any] | None = None, outputs: Mapping[str, Any] | None = None,
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        finished = time.time()
+        manifest = {
+            "stage": self.name,
+            "fingerprint": self.fingerprint,
+            "config_hash": self.config_hash,
+            "config": self.config,
+            "inputs": self.inputs,
+            "counts": dict(counts or {}),
+            "outputs": dict(outputs or {}),
+            "versions": library_versions(),
+            "timings": {
+                "started": datetime.fromtimestamp(self._started, timezone.utc).isoformat(),
+                "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
+                "seconds": round(finished - self._started, 3),
+            },
+        }
+        manifest.update(extra or {})
+        atomic_write_json(self.dir / MANIFEST, manifest)
+        return manifest
+
+
+def upstream_fingerprint(run_dir: Path, stage: str) -> str:
+    """The fingerprint of a completed upstream stage; a one-line error if it has not run."""
+    manifest = read_manifest(Path(run_dir) / stage)
+    if manifest is None:
+        raise UserError(
+            f"stage {stage!r} has not completed in {str(run_dir)!r}; run it first "
+            f"(python -m bonito_adapt run RECIPE --stages {stage})"
+        )
+    return manifest["fingerprint"]
