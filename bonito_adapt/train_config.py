@@ -52,26 +52,47 @@ class TrainConfig(Section):
         "4bit", description="4bit: Q-LoRA (needs CUDA); none: plain LoRA; auto: 4bit with CUDA, else plain LoRA in fp32."
     )
     lora: LoraSettings = Field(default_factory=LoraSettings)
-    learning_rate: float = Field(1e-4, gt=0)
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: str = Field("linear", description="transformers scheduler name; linear decays to 0.")
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(0.3, gt=0)
-    optimizer: str = Field("paged_adamw_32bit", description="transformers optimizer name (adamw_torch without CUDA).")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of the steps spent warming up linearly.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(0.3, gt=0, description="Gradient clipping norm.")
+    optimizer: str = Field(
+        "paged_adamw_32bit",
+        description="transformers optimizer name; without CUDA a paged_* optimizer becomes adamw_torch (printed).",
+    )
     effective_batch_size: int = Field(16, ge=1, description="Examples per optimizer step, whatever the GPU count.")
-    micro_batch_size: int = Field(4, ge=1, description="Examples per forward pass per device.")
+    micro_batch_size: int = Field(
+        4, ge=1, description="Examples per forward pass per device; accumulation = effective / (micro x processes)."
+    )
     max_length: int = Field(2048, ge=16, description="Longer examples are truncated.")
     max_steps: int | None = Field(None, ge=1, description="Default: the paper's rule (10,000 steps, or 1 epoch below 160,000 examples).")
     num_epochs: float | None = Field(None, gt=0, description="Train this many epochs instead of max_steps.")
-    packing: bool = Field(True, description="Padding-free batches (sequences concatenated, no pad tokens).")
-    gradient_checkpointing: bool = Field(True)
-    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field("auto")
-    use_liger_kernel: bool | Literal["auto"] = Field("auto", description="Liger kernels when installed (auto).")
+    mixing: Literal["first_exhausted", "all_exhausted"] = Field(
+        "first_exhausted",
+        description="With several datasets: sample by weight until the first source runs out (no example repeats), "
+        "or until every source has been seen once (smaller sources repeat).",
+    )
+    padding_free: bool = Field(
+        True, description="Concatenate each micro-batch's examples into one row without pad tokens (still "
+        "`effective_batch_size` examples per step); false: padded batches grouped by length."
+    )
+    packing: bool = Field(
+        False, description="TRL best-fit packing into rows of max_length tokens; a step then holds "
+        "`effective_batch_size` packed rows, not examples (off: the paper counts examples)."
+    )
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (non-reentrant); less memory.")
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto", description="auto: flash_attention_2 with CUDA when flash-attn is installed, else sdpa."
+    )
+    use_liger_kernel: bool | Literal["auto"] = Field(
+        "auto", description="Liger Triton kernels (RMSNorm, RoPE, SwiGLU); auto: when installed and CUDA is present."
+    )
     save_steps: int = Field(500, ge=1, description="Checkpoint every N optimizer steps.")
-    save_total_limit: int = Field(2, ge=1)
-    logging_steps: int = Field(10, ge=1)
-    merge: bool = Field(False, description="Also write a merged bf16 model.")
-    seed: int = Field(42)
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept (oldest deleted first).")
+    logging_steps: int = Field(10, ge=1, description="Log loss, learning rate and grad norm every N steps.")
+    merge: bool = Field(False, description="Also write a merged bf16 model (train/merged).")
+    seed: int = Field(42, description="Seed of adapter init, data order and dataset mixing.")
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainConfig:

@@ -1,0 +1,523 @@
+"""Stage `train`: adapt the target model to the generated tasks with (Q-)LoRA, TRL's SFTTrainer and PEFT.
+
+Examples are prompt/completion pairs: `prompts.training_prompt(input)` / `output` (TRL appends EOS),
+or a one-turn conversation through the model's chat template (`format: chat`); either way the loss
+is on the completion tokens only. Defaults are the Bonito card's: 4-bit NF4 double-quant, bf16
+compute, LoRA r=64 on every linear layer but lm_head, paged AdamW 32-bit, 16 examples per step.
+
+Writes into run_dir/train/: `checkpoints/` (a killed run resumes from the last one), `adapter/`
+(PEFT adapter + tokenizer), `merged/` (with `merge: true`), `log_history.json`, `stats.json`,
+and the manifest. Under `accelerate launch` every process trains; only the main process writes.
+"""
+
+from __future__ import annotations
+
+import gc
+import glob
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Recipe
+from .errors import UserError, missing_extra
+from .models import load_causal_lm, load_tokenizer
+from .prompts import training_prompt
+from .rundir import StageRun, atomic_write_json, atomic_write_text, hash_files, upstream_fingerprint
+from .train_config import TrainConfig, TrainDatasetConfig
+
+__all__ = [
+    "run",
+    "TrainSetup",
+    "resolve_setup",
+    "step_plan",
+    "load_training_data",
+    "build_trainer",
+    "save_adapter",
+    "merge_adapter",
+    "last_checkpoint",
+    "PAPER_MAX_STEPS",
+    "PAPER_ONE_EPOCH_BELOW",
+]
+
+# The paper's rule: 10,000 steps, or one epoch when there are fewer than 160,000 (= 10,000 x 16) examples.
+PAPER_MAX_STEPS = 10_000
+PAPER_ONE_EPOCH_BELOW = 160_000
+_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def _say(message: str) -> None:
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"train: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+@dataclass
+class TrainSetup:
+    """What the recipe resolves to on this machine (printed where it differs from what was written)."""
+
+    cuda: bool
+    quantization: str  # "4bit" or "none"
+    optimizer: str
+    bf16: bool
+    attn_implementation: str
+    use_liger_kernel: bool
+    world_size: int
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+
+
+def _accumulation(effective: int, micro: int, world_size: int) -> int:
+    per_step = micro * world_size
+    if effective % per_step:
+        choices = [m for m in range(1, effective + 1) if effective % (m * world_size) == 0]
+        raise UserError(
+            f"train.effective_batch_size {effective} is not divisible by micro_batch_size {micro} x {world_size} "
+            f"process(es); set train.micro_batch_size to one of {', '.join(map(str, choices)) or 'none'} "
+            "or change effective_batch_size"
+        )
+    return effective // per_step
+
+
+def resolve_setup(config: TrainConfig, cuda: bool, world_size: int) -> TrainSetup:
+    """Decide quantization, optimizer, precision, attention and batch bookkeeping; explain every change."""
+    if config.quantization == "4bit" and not cuda:
+        raise UserError(
+            "train.quantization: 4bit (Q-LoRA, bitsandbytes) needs a CUDA GPU and none is visible; "
+            "set train.quantization: auto (plain LoRA in fp32 here) or none"
+        )
+    if config.quantization == "auto":
+        quantization = "4bit" if cuda else "none"
+        if not cuda:
+            _say("no CUDA GPU, so no 4-bit: training plain LoRA in fp32 on CPU (quantization: auto)")
+    else:
+        quantization = config.quantization
+    if quantization == "4bit":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise missing_extra("bitsandbytes", "train") from None
+
+    optimizer = config.optimizer
+    if not cuda and ("paged" in optimizer or "bnb" in optimizer or "8bit" in optimizer):
+        _say(f"{optimizer} needs CUDA (bitsandbytes); using adamw_torch on CPU")
+        optimizer = "adamw_torch"
+
+    if config.attn_implementation == "auto":
+        from transformers.utils import is_flash_attn_2_available
+
+        attn = "flash_attention_2" if cuda and is_flash_attn_2_available() else "sdpa"
+    else:
+        attn = config.attn_implementation
+
+    if config.use_liger_kernel == "auto":
+        from transformers.utils import is_liger_kernel_available
+
+        liger = cuda and is_liger_kernel_available()
+    else:
+        liger = bool(config.use_liger_kernel)
+        if liger:
+            from transformers.utils import is_liger_kernel_available
+
+            if not is_liger_kernel_available():
+                raise UserError("train.use_liger_kernel: true but liger-kernel is not installed; "
+                                "`pip install liger-kernel` or set use_liger_kernel: auto")
+
+    accumulation = _accumulation(config.effective_batch_size, config.micro_batch_size, world_size)
+    return TrainSetup(
+        cuda=cuda, quantization=quantization, optimizer=optimizer, bf16=cuda, attn_implementation=attn,
+        use_liger_kernel=liger, world_size=world_size, micro_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=accumulation,
+    )
+
+
+def step_plan(num_examples: int, max_steps: int | None, num_epochs: float | None) -> tuple[int, float]:
+    """`(max_steps, num_train_epochs)` for the Trainer; max_steps -1 means "train num_train_epochs".
+
+    Unless the recipe sets one of them, the paper's rule: 10,000 steps, or one epoch when there
+    are fewer than 160,000 examples.
+    """
+    if max_steps is not None:
+        return max_steps, 1.0
+    if num_epochs is not None:
+        return -1, float(num_epochs)
+    if num_examples < PAPER_ONE_EPOCH_BELOW:
+        return -1, 1.0
+    return PAPER_MAX_STEPS, 1.0
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def _source_name(source: TrainDatasetConfig, index: int) -> str:
+    return f"train.datasets[{index}] ({source.path})"
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or Path(path).exists()
+
+
+def _source_files(source: TrainDatasetConfig, run_dir: Path) -> list[Path]:
+    if source.path == "generate":
+        return []
+    if glob.has_magic(source.path):
+        return sorted(Path(p) for p in glob.glob(source.path))
+    path = Path(source.path).expanduser()
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return [path] if path.is_file() else []
+
+
+def source_fingerprints(config: TrainConfig, run_dir: Path) -> dict[str, str]:
+    """Input fingerprints: the generate stage's, local files' content hashes, hub ids as written."""
+    inputs = {}
+    for index, source in enumerate(config.datasets):
+        key = f"datasets[{index}]"
+        if source.path == "generate":
+            inputs[key] = upstream_fingerprint(run_dir, "generate")
+        elif files := _source_files(source, run_dir):
+            inputs[key] = hash_files(files)
+        else:
+            inputs[key] = f"hub:{source.path}:{source.dataset_config}:{source.split}"
+    return inputs
+
+
+def _load_source(source: TrainDatasetConfig, index: int, run_dir: Path):
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    name = _source_name(source, index)
+    try:
+        if source.path == "generate":
+            folder = Path(run_dir) / "generate" / "dataset"
+            if not folder.is_dir():
+                raise UserError(f"{name}: {str(folder)!r} does not exist; run the generate stage first")
+            data = load_from_disk(str(folder))
+        elif glob.has_magic(source.path) or Path(source.path).expanduser().is_file():
+            files = _source_files(source, run_dir)
+            suffixes = {p.suffix for p in files}
+            if not files or len(suffixes) != 1 or next(iter(suffixes)) not in _FILE_BUILDERS:
+                raise UserError(f"{name}: give .jsonl, .json, .parquet or .csv files of one kind "
+                                f"(got {', '.join(sorted(suffixes)) or 'no file'})")
+            data = load_dataset(_FILE_BUILDERS[next(iter(suffixes))], data_files=[str(p) for p in files],
+                                split="train")
+        elif Path(source.path).expanduser().is_dir():
+            folder = Path(source.path).expanduser()
+            saved = any((folder / marker).is_file() for marker in ("state.json", "dataset_dict.json"))
+            data = load_from_disk(str(folder)) if saved else load_dataset(str(folder), split=source.split)
+        elif _looks_local(source.path):
+            raise UserError(f"{name}: path does not exist; give a save_to_disk folder, data files or a hub id")
+        else:
+            data = load_dataset(source.path, source.dataset_config, split=source.split)
+    except UserError:
+        raise
+    except Exception as error:  # datasets raises many types (FileNotFoundError, ValueError, hub errors)
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise UserError(f"{name}: could not load the dataset ({detail}); check path, dataset_config and split") \
+            from None
+    if isinstance(data, DatasetDict):
+        if source.split not in data:
+            raise UserError(f"{name}: no split {source.split!r}; it has {', '.join(data)}; set split")
+        data = data[source.split]
+    missing = [c for c in (source.input_col, source.output_col) if c not in data.column_names]
+    if missing:
+        raise UserError(f"{name}: no column {', '.join(map(repr, missing))}; it has columns "
+                        f"{', '.join(data.column_names)}; set input_col/output_col")
+    return data
+
+
+def _to_prompt_completion(data, source: TrainDatasetConfig, fmt: str):
+    def convert(row):
+        task_input, task_output = str(row[source.input_col]), str(row[source.output_col])
+        if fmt == "chat":
+            return {"prompt": [{"role": "user", "content": task_input}],
+                    "completion": [{"role": "assistant", "content": task_output}]}
+        # TRL appends the EOS token to the completion (non-conversational prompt/completion data).
+        return {"prompt": training_prompt(task_input), "completion": task_output}
+
+    data = data.filter(lambda row: row[source.input_col] is not None and row[source.output_col] is not None)
+    return data.map(convert, remove_columns=data.column_names)
+
+
+def load_training_data(config: TrainConfig, run_dir: Path):
+    """All sources as one prompt/completion `datasets.Dataset`, mixed by weight.
+
+    Several sources are mixed with `datasets.interleave_datasets` (probabilities = normalised
+    weights, seed = train.seed, stopping strategy = train.mixing), so the mixture is the same on
+    every rerun and every process.
+    """
+    from datasets import interleave_datasets
+
+    parts = [_to_prompt_completion(_load_source(s, i, run_dir), s, config.format)
+             for i, s in enumerate(config.datasets)]
+    for index, part in enumerate(parts):
+        if len(part) == 0:
+            raise UserError(f"{_source_name(config.datasets[index], index)}: no examples; check the dataset")
+    if len(parts) == 1:
+        return parts[0]
+    total = sum(s.weight for s in config.datasets)
+    return interleave_datasets(parts, probabilities=[s.weight / total for s in config.datasets],
+                               seed=config.seed, stopping_strategy=config.mixing)
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+
+
+def _load_model(config: TrainConfig, setup: TrainSetup):
+    import torch
+
+    kwargs: dict[str, Any] = {"attn_implementation": setup.attn_implementation}
+    if setup.quantization == "4bit":
+        from accelerate import PartialState
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            # Storage in bf16 (same bytes as uint8) lets FSDP shard the 4-bit weights with the rest.
+            bnb_4bit_quant_storage=torch.bfloat16,
+        )
+        # Each process holds its own copy on its own GPU (DDP); device_map "auto" would split it.
+        kwargs["device_map"] = {"": PartialState().local_process_index}
+    model = load_causal_lm(config.model, field="train.model", gguf_file=config.gguf_file,
+                           dtype=torch.bfloat16 if setup.cuda else torch.float32,
+                           trust_remote_code=config.trust_remote_code, **kwargs)
+    model.config.use_cache = False  # no KV cache while training (and it conflicts with checkpointing)
+    return model
+
+
+def _truncate(dataset, max_length: int):
+    """Cut prepared examples to max_length tokens and drop those left without a loss token.
+
+    TRL does this itself except in padding-free mode without packing, where it asks for
+    pre-truncated inputs.
+    """
+    dataset = dataset.map(lambda ex: {"input_ids": ex["input_ids"][:max_length], "labels": ex["labels"][:max_length]})
+    return dataset.filter(lambda ex: any(label != -100 for label in ex["labels"]))
+
+
+def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_dir: Path,
+                  callbacks: Sequence[Any] = (), max_steps: int = -1, num_epochs: float = 1.0):
+    """An SFTTrainer with LoRA on the target model, ready to `.train()`."""
+    try:
+        from peft import LoraConfig
+        from trl import SFTConfig, SFTTrainer
+    except ImportError as error:
+        raise missing_extra(error.name or "trl", "train") from None
+
+    tokenizer = load_tokenizer(config.tokenizer or config.model, field="train.tokenizer",
+                               gguf_file=config.gguf_file, trust_remote_code=config.trust_remote_code,
+                               padding_side="right")
+    if config.format == "chat" and not tokenizer.chat_template:
+        raise UserError(f"train.format: chat but the tokenizer of {config.model!r} has no chat template; "
+                        "use format: bonito")
+    padding_free = config.padding_free or config.packing
+    args = SFTConfig(
+        output_dir=str(checkpoints_dir),
+        per_device_train_batch_size=setup.micro_batch_size,
+        gradient_accumulation_steps=setup.gradient_accumulation_steps,
+        max_steps=max_steps,
+        num_train_epochs=num_epochs,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim=setup.optimizer,
+        bf16=setup.bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        use_liger_kernel=setup.use_liger_kernel,
+        # Padding-free without packing: TRL leaves truncation to us (see _truncate).
+        max_length=None if padding_free and not config.packing else config.max_length,
+        padding_free=padding_free,
+        packing=config.packing,
+        completion_only_loss=True,
+        train_sampling_strategy="random" if padding_free else "group_by_length",
+        include_num_input_tokens_seen="all" if padding_free else "non_padding",
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient each step
+    )
+    peft_config = LoraConfig(
+        r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules, bias="none", task_type="CAUSAL_LM",
+    )
+    trainer = SFTTrainer(model=_load_model(config, setup), args=args, train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+    if padding_free and not config.packing:
+        trainer.train_dataset = _truncate(trainer.train_dataset, config.max_length)
+    if len(trainer.train_dataset) == 0:
+        raise UserError("train: no example has a completion token within train.max_length; raise max_length")
+    return trainer
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def last_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest complete `checkpoint-N` folder (one with its trainer state), or None."""
+    found = []
+    for path in Path(checkpoints_dir).glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if step.isdigit() and (path / "trainer_state.json").is_file():
+            found.append((int(step), path))
+    return max(found)[1] if found else None
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def save_adapter(trainer, adapter_dir: Path) -> Path:
+    """Save the PEFT adapter and tokenizer (every process must call it: FSDP gathers the weights)."""
+    tmp = adapter_dir.with_name(adapter_dir.name + ".partial")
+    if trainer.is_world_process_zero():
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))  # writes adapter_config.json + adapter weights + tokenizer on process 0
+    if trainer.is_world_process_zero():
+        (tmp / "training_args.bin").unlink(missing_ok=True)
+        _replace_dir(tmp, adapter_dir)
+    trainer.accelerator.wait_for_everyone()
+    return adapter_dir
+
+
+def merge_adapter(config: TrainConfig, adapter_dir: Path, merged_dir: Path) -> Path:
+    """Fold the adapter into a bf16 copy of the base model (on CPU, so the GPU memory is not needed)."""
+    import torch
+    from peft import PeftModel
+
+    base = load_causal_lm(config.model, field="train.model", gguf_file=config.gguf_file, dtype=torch.bfloat16,
+                          trust_remote_code=config.trust_remote_code)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    tokenizer = load_tokenizer(str(adapter_dir), field="train.adapter")
+    tmp = merged_dir.with_name(merged_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    _replace_dir(tmp, merged_dir)
+    return merged_dir
+
+
+def _peak_memory(cuda: bool) -> tuple[float, str]:
+    if cuda:
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**30, "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process_max_rss"  # KiB on Linux
+
+
+def _throughput_callback():
+    from transformers import TrainerCallback
+
+    class Throughput(TrainerCallback):
+        """Tokens and seconds of this session (a resumed run counts only what it trained itself)."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.tokens_start, self.time_start = state.num_input_tokens_seen, time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.tokens = state.num_input_tokens_seen - self.tokens_start
+            self.seconds = time.perf_counter() - self.time_start
+
+    return Throughput()
+
+
+# ---------------------------------------------------------------------------------------------- stage
+
+
+def run(recipe: Recipe, run_dir: Path, force: bool = False, *, callbacks: Sequence[Any] = ()) -> Path:
+    """Train the adapter; returns run_dir/train. `callbacks` are extra transformers TrainerCallbacks."""
+    import torch
+    from accelerate import PartialState
+
+    config = recipe.train
+    if config is None:
+        raise UserError("the recipe has no `train` section; add one to run the train stage")
+    state = PartialState()
+    stage = StageRun(run_dir, "train", config=config, inputs=source_fingerprints(config, Path(run_dir)))
+    if stage.is_current() and not force:
+        _say(f"skipped (up to date): {stage.dir}")
+        return stage.dir
+    checkpoints_dir = stage.dir / "checkpoints"
+    fingerprint_file = checkpoints_dir / "fingerprint.txt"
+    completed_before = stage.is_current()  # only with force: retrain from scratch, not resume the end
+    same_run = fingerprint_file.is_file() and fingerprint_file.read_text().strip() == stage.fingerprint
+    resume_from = last_checkpoint(checkpoints_dir) if same_run and not completed_before else None
+    state.wait_for_everyone()  # every process decided before process 0 changes the folder
+    if state.is_main_process:
+        stage.start()
+        if resume_from is None and checkpoints_dir.exists():
+            shutil.rmtree(checkpoints_dir)
+        atomic_write_text(fingerprint_file, stage.fingerprint + "\n")
+    state.wait_for_everyone()
+
+    setup = resolve_setup(config, cuda=torch.cuda.is_available(), world_size=state.num_processes)
+    dataset = load_training_data(config, Path(run_dir))
+    max_steps, num_epochs = step_plan(len(dataset), config.max_steps, config.num_epochs)
+    throughput = _throughput_callback()
+    trainer = build_trainer(config, setup, dataset, checkpoints_dir, callbacks=[throughput, *callbacks],
+                            max_steps=max_steps, num_epochs=num_epochs)
+    _say(f"{len(trainer.train_dataset)} examples, {setup.micro_batch_size} per forward x "
+         f"{setup.gradient_accumulation_steps} accumulation x {setup.world_size} process(es) = "
+         f"{config.effective_batch_size} per step; quantization {setup.quantization}, optimizer {setup.optimizer}, "
+         f"attention {setup.attn_implementation}" + (f"; resuming from {resume_from.name}" if resume_from else ""))
+    if setup.cuda:
+        torch.cuda.reset_peak_memory_stats()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    adapter_dir = save_adapter(trainer, stage.dir / "adapter")
+    peak_gib, peak_kind = _peak_memory(setup.cuda)
+    train_state = trainer.state
+    losses = [entry["loss"] for entry in train_state.log_history if "loss" in entry]
+    stats = {
+        "examples": len(trainer.train_dataset),
+        "steps": train_state.global_step,
+        "epochs": round(train_state.epoch or 0.0, 4),
+        "tokens_seen": train_state.num_input_tokens_seen,
+        "session_tokens": throughput.tokens,
+        "session_seconds": round(throughput.seconds, 3),
+        "tokens_per_s": round(throughput.tokens / throughput.seconds, 1) if throughput.seconds else 0.0,
+        "train_loss": result.metrics.get("train_loss"),
+        "final_logged_loss": losses[-1] if losses else None,
+        "peak_memory_gib": round(peak_gib, 3),
+        "effective_batch_size": config.effective_batch_size,
+        "resumed_from_step": int(resume_from.name.split("-")[-1]) if resume_from else 0,
+    }
+    details = {**asdict(setup), "peak_memory_kind": peak_kind, "padding_free": config.padding_free or config.packing,
+               "packing": config.packing}
+    history = list(train_state.log_history)
+    del trainer, result
+    gc.collect()
+    if setup.cuda:
+        torch.cuda.empty_cache()
+
+    outputs = {"adapter": str(adapter_dir), "log_history": str(stage.dir / "log_history.json"),
+               "stats": str(stage.dir / "stats.json"), "checkpoints": str(checkpoints_dir)}
+    if state.is_main_process:
+        atomic_write_json(stage.dir / "log_history.json", history)
+        atomic_write_json(stage.dir / "stats.json", {**stats, "setup": details})
+        if config.merge:
+            _say("merging the adapter into a bf16 copy of the base model")
+            outputs["merged"] = str(merge_adapter(config, adapter_dir, stage.dir / "merged"))
+        stage.finish(counts=stats, outputs=outputs, extra={"setup": details})
+        _say(f"{stats['steps']} steps, final loss {stats['final_logged_loss']}, adapter in {adapter_dir}")
+    state.wait_for_everyone()
+    return stage.dir
+
