@@ -105,7 +105,7 @@ def prepare_run_dir(run_dir: Path) -> Path:
         raise UserError(f"output_dir {str(run_dir)!r} is a file; set output_dir to a folder path")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
+        probe = run_dir / f".write_test.{os.getpid()}"  # per process: ranks of `accelerate launch` probe at once
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
