@@ -81,7 +81,12 @@ class OpenAIConfig(Section):
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (never the key itself).")
     concurrency: int = Field(32, ge=1, description="Requests in flight at once, over all servers.")
     timeout_s: float = Field(300.0, gt=0, description="Timeout of one request.")
-    max_retries: int = Field(5, ge=0, description="Retries of a failed request, with exponential backoff.")
+    max_retries: int = Field(
+        5, ge=0, description="Retries of a request after a connection error, timeout, HTTP 429 or 5xx."
+    )
+    backoff_s: float = Field(
+        1.0, ge=0, description="Delay before the first retry; it doubles with each retry (with jitter, capped at 30 s)."
+    )
 
 
 class GenerateConfig(Section):
