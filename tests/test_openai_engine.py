@@ -13,6 +13,7 @@ also fail the first K requests, hang, or answer `n` itself, to test retries, tim
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -319,12 +320,13 @@ def test_timeout_is_retried_then_reported(served_model_dir, server, make_proxy):
 
 
 def test_unreachable_server_is_one_line_error_naming_the_url(tiny_model_dir, caplog):
-    dead = f"http://user:hunter2@127.0.0.1:{_free_port()}/v1"
+    port = _free_port()
+    dead = f"http://user:hunter2@127.0.0.1:{port}/v1"
     with pytest.raises(UserError) as caught:
         OpenAIEngine(_config(tiny_model_dir, [dead], max_retries=0))
     message = str(caught.value)
     assert "\n" not in message and "no OpenAI-compatible server answers" in message and "vllm serve" in message
-    assert redact_url(dead) in message and "hunter2" not in message and "hunter2" not in caplog.text
+    assert f"http://127.0.0.1:{port}/v1" in message and "hunter2" not in message and "hunter2" not in caplog.text
 
 
 def test_dead_replica_is_dropped_when_another_answers(served_model_dir, server, make_proxy, caplog):
@@ -347,6 +349,18 @@ def test_api_key_is_sent_as_bearer_and_never_logged(served_model_dir, server, ma
     assert "HTTP 503" in caplog.text  # the failed attempt was logged
     assert secret not in caplog.text
     assert secret not in json.dumps(engine.config.model_dump())
+
+
+def test_url_credentials_go_as_basic_auth_and_stay_out_of_logs(served_model_dir, server, make_proxy, caplog):
+    proxy = make_proxy()
+    with_credentials = proxy.url.replace("http://", "http://alice:s3cr%40t@")
+    with caplog.at_level(logging.DEBUG):
+        engine = OpenAIEngine(_config(served_model_dir, [with_credentials]))
+        engine.generate(PROMPTS[:1], SamplingConfig(max_tokens=2))
+    expected = "Basic " + base64.b64encode(b"alice:s3cr@t").decode()
+    assert proxy.authorizations == [expected]
+    assert "HTTP Request: POST" in caplog.text  # httpx logged the request URL ...
+    assert "s3cr" not in caplog.text and "alice" not in caplog.text  # ... without the credentials
 
 
 def test_rejected_model_name_says_how_to_fix(served_model_dir, server):
@@ -390,6 +404,11 @@ def test_progress_callback_counts_completed_prompts(served_model_dir, server):
     engine.on_progress = lambda done, total: seen.append((done, total))
     engine.generate(PROMPTS, SamplingConfig(max_tokens=2))
     assert seen == [(i, len(PROMPTS)) for i in range(1, len(PROMPTS) + 1)]
+
+
+def test_redact_url_hides_credentials_and_query():
+    assert redact_url("https://bob:pw@example.org:8443/v1?key=abc") == "https://***@example.org:8443/v1?***"
+    assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
 
 
 def test_bad_base_url_is_a_user_error(tiny_model_dir):

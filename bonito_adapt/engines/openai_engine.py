@@ -18,7 +18,13 @@ common rule of thumb for English BPE vocabularies. The context window comes from
 when the server reports it (`max_model_len`: vLLM, SGLang), else it is unknown (None).
 
 The API key is read from the environment variable named by `api_key_env` and only ever sent as
-an `Authorization: Bearer` header; URLs in messages have credentials and query strings redacted.
+an `Authorization: Bearer` header. `user:password@` in a base URL is sent as basic auth, never as
+part of a logged URL; URLs in messages have credentials and query strings redacted.
+
+`transformers serve` samples only when the model's `generation_config.json` sets `do_sample:
+true`; otherwise it decodes greedily whatever the temperature (vLLM and SGLang sample when
+temperature > 0). It also runs one request at a time and seeds the global torch generator per
+request, so its samples are reproducible only with `concurrency: 1`.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import UserError
 from ..generate_config import GenerateConfig, SamplingConfig
@@ -86,9 +92,20 @@ def run_sync(make_coroutine: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
 
 @dataclass
 class _Replica:
-    url: str  # normalized base URL, ending in /v1 (or the user's own path)
+    url: str  # normalized base URL, ending in /v1 (or the user's own path), without user:password
+    auth: tuple[str, str] | None = None  # user:password of the URL, sent as HTTP basic auth
     in_flight: int = 0
     failures: int = 0  # consecutive failed attempts; a failing replica is chosen last
+
+    @classmethod
+    def from_url(cls, url: str) -> _Replica:
+        # Credentials leave the URL so that no log line (httpx logs every request's URL) shows them.
+        parts = urlsplit(url)
+        if parts.username is None:
+            return cls(url)
+        host = parts.netloc.rsplit("@", 1)[1]
+        auth = (unquote(parts.username), unquote(parts.password or ""))
+        return cls(urlunsplit((parts.scheme, host, parts.path, parts.query, "")), auth)
 
     @property
     def shown(self) -> str:
@@ -115,7 +132,7 @@ class OpenAIEngine:
         urls = [normalize_base_url(url) for url in self.settings.base_urls]
         if not urls:
             raise UserError("generate.openai.base_urls is empty; list at least one server, e.g. http://127.0.0.1:8000/v1")
-        self._replicas = [_Replica(url) for url in dict.fromkeys(urls)]
+        self._replicas = [_Replica.from_url(url) for url in dict.fromkeys(urls)]
         self._turn = 0
         self._server_ignores_n = False
         self._max_context: int | None = None
@@ -187,11 +204,11 @@ class OpenAIEngine:
         import httpx
 
         reason = ""
-        for attempt in range(PROBE_RETRIES + 1):
+        for attempt in range(min(PROBE_RETRIES, self.settings.max_retries) + 1):
             if attempt:
                 await asyncio.sleep(self._backoff(attempt))
             try:
-                response = await client.get(f"{replica.url}/models", headers=self._headers(),
+                response = await client.get(f"{replica.url}/models", headers=self._headers(), auth=replica.auth,
                                             timeout=min(self.settings.timeout_s, 30.0))
             except httpx.TimeoutException:
                 reason = "no answer in time"
@@ -337,7 +354,7 @@ class OpenAIEngine:
 
         try:
             response = await client.post(f"{replica.url}{path}", json=body, headers=self._headers(),
-                                         timeout=self.settings.timeout_s)
+                                         auth=replica.auth, timeout=self.settings.timeout_s)
         except httpx.TimeoutException:
             raise _RetryableError(f"no answer within {self.settings.timeout_s:g} s") from None
         except httpx.TransportError as error:
