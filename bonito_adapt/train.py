@@ -51,10 +51,17 @@ PAPER_ONE_EPOCH_BELOW = 160_000
 _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-def _say(message: str) -> None:
+def _process_state():
+    """accelerate's view of the launch (one process, or one of `accelerate launch`/torchrun's)."""
+    import torch
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
+    # Without CUDA, say so up front: accelerate only forms a multi-process CPU group (gloo) when told.
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _say(message: str) -> None:
+    if _process_state().is_main_process:
         print(f"train: {message}", file=sys.stderr, flush=True)
 
 
@@ -276,7 +283,6 @@ def _load_model(config: TrainConfig, setup: TrainSetup):
 
     kwargs: dict[str, Any] = {"attn_implementation": setup.attn_implementation}
     if setup.quantization == "4bit":
-        from accelerate import PartialState
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -286,7 +292,7 @@ def _load_model(config: TrainConfig, setup: TrainSetup):
             bnb_4bit_quant_storage=torch.bfloat16,
         )
         # Each process holds its own copy on its own GPU (DDP); device_map "auto" would split it.
-        kwargs["device_map"] = {"": PartialState().local_process_index}
+        kwargs["device_map"] = {"": _process_state().local_process_index}
     model = load_causal_lm(config.model, field="train.model", gguf_file=config.gguf_file,
                            dtype=torch.bfloat16 if setup.cuda else torch.float32,
                            trust_remote_code=config.trust_remote_code, **kwargs)
@@ -333,6 +339,7 @@ def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_d
         max_grad_norm=config.max_grad_norm,
         optim=setup.optimizer,
         bf16=setup.bf16,
+        use_cpu=not setup.cuda,  # also what lets torchrun/accelerate form a CPU process group (gloo)
         gradient_checkpointing=config.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         use_liger_kernel=setup.use_liger_kernel,
@@ -445,12 +452,11 @@ def _throughput_callback():
 def run(recipe: Recipe, run_dir: Path, force: bool = False, *, callbacks: Sequence[Any] = ()) -> Path:
     """Train the adapter; returns run_dir/train. `callbacks` are extra transformers TrainerCallbacks."""
     import torch
-    from accelerate import PartialState
 
     config = recipe.train
     if config is None:
         raise UserError("the recipe has no `train` section; add one to run the train stage")
-    state = PartialState()
+    state = _process_state()
     stage = StageRun(run_dir, "train", config=config, inputs=source_fingerprints(config, Path(run_dir)))
     if stage.is_current() and not force:
         _say(f"skipped (up to date): {stage.dir}")
