@@ -363,3 +363,15 @@ def test_two_processes_under_torchrun_train_like_one(tmp_path, learnable_model_d
     ddp_weights = load_file(tmp_path / "ddp" / "train" / "adapter" / "adapter_model.safetensors")
     for name, weight in load_file(single.run_dir / "train" / "adapter" / "adapter_model.safetensors").items():
         assert torch.allclose(ddp_weights[name], weight, atol=1e-5), name  # all-reduce order: not bit-equal
+
+
+@pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml", "deepspeed_zero2.yaml"])
+def test_accelerate_configs_load_and_give_the_launch_command(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = Path(__file__).resolve().parent.parent / "recipes" / "accelerate" / name
+    config = load_config_from_file(str(path))
+    assert config.num_machines == 1 and config.mixed_precision == "bf16"
+    header = " ".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+    assert f"accelerate launch --config_file recipes/accelerate/{name}" in header
+    assert "-m bonito_adapt run" in header and "--stages train" in header
