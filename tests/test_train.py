@@ -311,22 +311,24 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path, tiny_model_d
 
 @pytest.mark.gpu
 def test_qlora_4bit_on_cuda(tmp_path, tiny_model_dir):
-    """On the device: BONITO_ADAPT_GPU_MODEL=/path/to/random-mistral-7b for the real shape."""
+    """On the device: BONITO_ADAPT_GPU_MODEL=/path/to/random-mistral-7b for the real shape (see docs)."""
     import os
 
     import torch
+    from _train_utils import write_bonito_like_tasks
 
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     model_dir = os.environ.get("BONITO_ADAPT_GPU_MODEL", str(tiny_model_dir))
-    data = write_jsonl(tmp_path / "tasks.jsonl", make_tasks(64))
-    recipe = recipe_for(tmp_path / "run", Path(model_dir), str(data), quantization="4bit", max_steps=3,
-                        max_length=2048)
+    data = write_bonito_like_tasks(tmp_path / "tasks.jsonl", 96)
+    recipe = recipe_for(tmp_path / "run", Path(model_dir), str(data), quantization="4bit", max_steps=6,
+                        max_length=2048 if "BONITO_ADAPT_GPU_MODEL" in os.environ else 1024)
     stage_dir = train.run(recipe, recipe.run_dir)
     manifest = read_manifest(stage_dir)
     print(json.dumps(manifest["counts"]), json.dumps(manifest["setup"]))
     assert manifest["setup"]["quantization"] == "4bit" and manifest["setup"]["optimizer"] == "paged_adamw_32bit"
-    assert manifest["counts"]["steps"] == 3
+    assert manifest["counts"]["steps"] == 6 and manifest["setup"]["bf16"]
+    assert (stage_dir / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_two_processes_under_torchrun_train_like_one(tmp_path, learnable_model_dir, write_recipe):
