@@ -30,14 +30,16 @@ class EvaluateConfig(Section):
         description="How each model sees a prompt: plain, bonito (<|input|>/<|output|> tags), or chat template.",
     )
     data_files: dict[str, str] = Field(
-        default_factory=dict, description="Task name -> local .jsonl/.jsonl.gz/.parquet file replacing the public dataset."
+        default_factory=dict, description="Task name -> local .jsonl/.jsonl.gz/.parquet file (public field names) replacing the public dataset for all its templates."
     )
     backend: Literal["hf", "vllm"] = Field("hf", description="lm-eval model backend.")
-    batch_size: int | Literal["auto"] = Field("auto")
+    batch_size: int | Literal["auto"] = Field(
+        "auto", description="lm-eval batch size; auto = lm-eval's detection on a GPU, 8 on a CPU."
+    )
     limit: int | None = Field(None, ge=1, description="Examples per task (quick runs).")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="auto = bf16 on CUDA, fp32 on CPU.")
     trust_remote_code: bool = Field(False)
-    seed: int = Field(1234)
+    seed: int = Field(1234, description="lm-eval's python/numpy/torch/few-shot seeds.")
 
     def resolve_paths(self, base: Path) -> None:
         self.base_model = maybe_local_path(base, self.base_model)
