@@ -306,6 +306,13 @@ def split_text(text: str, max_tokens: int, count_tokens: Callable[[str], int], o
         # +1 per joint: separators and merges across joints rarely cost more than one token.
         cost = piece.tokens + (1 if current else 0)
         if current and current_tokens + cost > max_tokens:
+            # The estimate is pessimistic (a joint usually merges into the next token): check exactly.
+            exact = count_tokens(_join([*current, piece]))
+            if exact <= max_tokens:
+                current.append(piece)
+                current_tokens, fresh = exact, True
+                index += 1
+                continue
             if fresh:
                 passages.append(_join(current))
                 current = _overlap_tail(current, overlap_tokens, count_tokens) if overlap_tokens else []
