@@ -1,0 +1,128 @@
+"""The transformers engine on tiny random models (CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bonito_adapt.engines import Engine
+from bonito_adapt.engines.transformers_engine import TransformersEngine
+from bonito_adapt.errors import UserError
+from bonito_adapt.generate_config import GenerateConfig, SamplingConfig
+
+PROMPTS = ["the contract", "party shall not disclose confidential information to anyone",
+           "yes no maybe", "notice of the term of this agreement in writing"]
+
+
+def _config(model_dir, **kwargs) -> GenerateConfig:
+    return GenerateConfig(input={"files": ["unused"]}, task_type="nli", model=str(model_dir),
+                          engine="transformers", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    engine = TransformersEngine(_config(tiny_model_dir, batch_size=2))
+    yield engine
+    engine.close()
+
+
+def test_engine_satisfies_the_interface(engine):
+    assert isinstance(engine, Engine)
+    assert engine.max_context == 1024  # the tiny model's max_position_embeddings
+    assert engine.count_tokens("the contract") == len(engine.tokenizer("the contract", add_special_tokens=False)
+                                                      ["input_ids"])
+    assert next(engine.model.parameters()).dtype == torch.float32  # dtype auto on CPU
+
+
+def test_n_samples_per_prompt_seeded(engine):
+    sampling = SamplingConfig(n=3, temperature=1.0, top_p=0.95, max_tokens=6, seed=7)
+    first = engine.generate(PROMPTS, sampling)
+    assert [len(samples) for samples in first] == [3, 3, 3, 3]
+    assert all(isinstance(text, str) for samples in first for text in samples)
+    assert engine.generate(PROMPTS, sampling) == first  # same seed, same completions
+    assert engine.generate(PROMPTS, sampling.model_copy(update={"seed": 8})) != first
+
+
+def test_greedy_gives_n_identical_answers(engine):
+    samples = engine.generate(PROMPTS[:2], SamplingConfig(n=2, temperature=0.0, max_tokens=5))
+    assert all(len(s) == 2 and s[0] == s[1] for s in samples)
+
+
+def test_results_follow_prompt_order_across_sorted_batches(engine):
+    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=5)
+    forward = engine.generate(PROMPTS, greedy)
+    # Distinct prompt lengths: both orders form the same length-sorted batches, so only the mapping differs.
+    assert len({engine.count_tokens(p) for p in PROMPTS}) == len(PROMPTS)
+    assert engine.generate(PROMPTS[::-1], greedy) == forward[::-1]
+
+
+def test_batches_are_length_sorted_and_left_padded(engine, monkeypatch):
+    seen = []
+    original = engine.model.generate
+
+    def recording_generate(**kwargs):
+        seen.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone()))
+        return original(**kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", recording_generate)
+    engine.generate(PROMPTS, SamplingConfig(n=1, temperature=0.0, max_tokens=2))
+    assert len(seen) == 2  # batch_size 2
+    real_lengths = [int(mask.sum(dim=1).max()) for _, mask in seen]
+    assert real_lengths == sorted(real_lengths, reverse=True)
+    for input_ids, mask in seen:
+        assert bool((mask[:, -1] == 1).all())  # left padding: every row ends with a real token
+        padded = mask == 0
+        assert bool((input_ids[padded] == engine.tokenizer.pad_token_id).all())
+
+
+def test_chat_prompt_gets_no_second_bos(engine, monkeypatch):
+    seen = []
+    original = engine.model.generate
+
+    def recording_generate(**kwargs):
+        seen.append(kwargs["input_ids"][0].tolist())
+        return original(**kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", recording_generate)
+    bos = engine.tokenizer.bos_token
+    engine.generate([bos + "the contract"], SamplingConfig(n=1, temperature=0.0, max_tokens=1))
+    assert seen[0].count(engine.tokenizer.bos_token_id) == 1
+
+
+def test_pipe_special_token_survives_decoding_but_eos_and_pad_do_not(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # Like the real Bonito tokenizer: <|pipe|> is an added *special* token.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|pipe|>"]})
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.resize_token_embeddings(len(tokenizer))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    engine = TransformersEngine(_config(tmp_path))
+    pipe_id = engine.tokenizer.convert_tokens_to_ids("<|pipe|>")
+    assert pipe_id in engine.tokenizer.all_special_ids
+    answer = (engine.tokenizer("the contract", add_special_tokens=False)["input_ids"] + [pipe_id]
+              + engine.tokenizer(" yes", add_special_tokens=False)["input_ids"])
+    tail = [engine.tokenizer.eos_token_id, engine.tokenizer.pad_token_id, pipe_id]  # after EOS: ignored
+
+    def scripted_generate(input_ids, attention_mask, **kwargs):
+        rows = input_ids.shape[0] * kwargs["num_return_sequences"]
+        new = torch.tensor([answer + tail] * rows)
+        return torch.cat([input_ids.repeat_interleave(kwargs["num_return_sequences"], dim=0), new], dim=1)
+
+    monkeypatch.setattr(engine.model, "generate", scripted_generate)
+    samples = engine.generate(["a prompt", "another prompt here"], SamplingConfig(n=2, temperature=0.7))
+    assert samples == [["the contract<|pipe|> yes"] * 2] * 2
+
+
+def test_four_bit_without_cuda_is_a_one_line_error(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="load_in_4bit needs a CUDA GPU") as error:
+        TransformersEngine(_config(tiny_model_dir, load_in_4bit=True))
+    assert "\n" not in str(error.value)
+
+
+def test_missing_model_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        TransformersEngine(_config(tmp_path / "nope"))
