@@ -100,13 +100,15 @@ class Bonito:
         contexts = [str(text) for text in text_dataset[context_col]]
         generations = self.engine.generate([task_format.prompt(c) for c in contexts], _sampling(sampling_params))
         rows = []
-        for context, samples in zip(contexts, generations):
+        for context, samples in zip(contexts, generations, strict=True):
             for text in samples:
                 parsed = task_format.parse(text, context)
                 if parsed is not None:
                     rows.append({"input": parsed[0], "output": parsed[1]})
         features = datasets.Features({"input": datasets.Value("string"), "output": datasets.Value("string")})
-        return datasets.Dataset.from_list(rows, features=features)
+        # from_dict, not from_list: an empty result must still have its two columns.
+        columns = {"input": [row["input"] for row in rows], "output": [row["output"] for row in rows]}
+        return datasets.Dataset.from_dict(columns, features=features)
 
     def close(self) -> None:
         self.engine.close()

@@ -163,7 +163,7 @@ def _rows_to_documents(config: InputConfig, dataset, what: str, default_id: Call
     texts = dataset[config.context_col]
     ids = dataset[config.id_col] if config.id_col else [default_id(i) for i in range(len(dataset))]
     return [Document(text if isinstance(text, str) else str(text), str(source_id))
-            for text, source_id in zip(texts, ids) if text is not None]
+            for text, source_id in zip(texts, ids, strict=True) if text is not None]
 
 
 def _load_table(config: InputConfig, path: Path, name: str) -> list[Document]:

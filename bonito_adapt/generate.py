@@ -119,7 +119,7 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 def _shard_rows(passages: list[Passage], first_index: int, generations: list[list[str]], task_format: TaskFormat,
                 engine: Engine, prompts: list[str]) -> list[dict[str, Any]]:
     rows = []
-    for offset, (passage, samples, prompt) in enumerate(zip(passages, generations, prompts)):
+    for offset, (passage, samples, prompt) in enumerate(zip(passages, generations, prompts, strict=True)):
         prompt_tokens = engine.count_tokens(prompt)
         for sample_index, text in enumerate(samples):
             parsed = task_format.parse(text, passage.text)

@@ -90,7 +90,7 @@ def prompted_messages(passage: str, task_type: str) -> list[dict[str, str]]:
     """
     short = short_task_type(task_type)
     messages = []
-    for example_passage, (task_input, task_output) in zip(EXAMPLE_PASSAGES, EXAMPLES[short]):
+    for example_passage, (task_input, task_output) in zip(EXAMPLE_PASSAGES, EXAMPLES[short], strict=True):
         messages.append({"role": "user", "content": f"{example_passage}\n\n{_instruction(short)}"})
         messages.append({"role": "assistant", "content": f"{task_input} {PIPE} {task_output}"})
     messages.append({"role": "user", "content": f"{passage.strip()}\n\n{_instruction(short)}"})

@@ -72,7 +72,7 @@ def test_overlap_repeats_the_end_of_the_previous_passage():
     overlapped = split_text(text, 12, count_words, overlap_tokens=5)
     assert all(count_words(p) <= 12 for p in overlapped)
     assert len(overlapped) > len(plain)
-    for previous, following in zip(overlapped, overlapped[1:]):
+    for previous, following in zip(overlapped, overlapped[1:], strict=False):
         shared = following.split()[:5]
         assert previous.split()[-5:] == shared  # 5-word sentences: the overlap is the last sentence
     # Every word is covered, in order, once duplicates from the overlap are removed.
