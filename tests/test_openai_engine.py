@@ -150,22 +150,28 @@ class RecordingProxy:
                     proxy.in_flight += 1
                     proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
                 try:
-                    if number <= proxy.fail_first:
-                        return self._send(proxy.fail_status, {"error": "temporarily unavailable"})
-                    if proxy.hang_s:
-                        time.sleep(proxy.hang_s)
-                    if proxy.delay_s:
-                        time.sleep(proxy.delay_s)
-                    path = self.path.removeprefix("/v1")
-                    if proxy.honor_n and body.get("n", 1) > 1:
-                        return self._send(200, proxy._answer_n(path, body))
-                    response = proxy.http.post(proxy.upstream + path, json=body)
-                    self._send(response.status_code, response.json())
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-                    pass
+                    status, payload = self._answer(number, body)
                 finally:
+                    # Out of flight before the client can read the answer and send its next request.
                     with proxy.lock:
                         proxy.in_flight -= 1
+                try:
+                    self._send(status, payload)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                    pass
+
+            def _answer(self, number, body):
+                if number <= proxy.fail_first:
+                    return proxy.fail_status, {"error": "temporarily unavailable"}
+                if proxy.hang_s:
+                    time.sleep(proxy.hang_s)
+                if proxy.delay_s:
+                    time.sleep(proxy.delay_s)
+                path = self.path.removeprefix("/v1")
+                if proxy.honor_n and body.get("n", 1) > 1:
+                    return 200, proxy._answer_n(path, body)
+                response = proxy.http.post(proxy.upstream + path, json=body)
+                return response.status_code, response.json()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
