@@ -1,9 +1,17 @@
-"""`python -m bonito_adapt run|generate|validate|tasks|report` — every user error is one line, exit 2."""
+"""`python -m bonito_adapt run|generate|validate|tasks|report` — every user error is one line, exit 2.
+
+Ctrl-C (SIGINT) and SIGTERM stop a run cleanly: writes in progress are abandoned (files are only
+ever replaced by rename), a one-line message says to rerun, and the exit code is 128 + the signal
+number (130, 143). A second SIGTERM kills at once. See docs/reliability.md.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
 import sys
+from contextlib import contextmanager
 
 from .errors import UserError
 
@@ -69,6 +77,32 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """Raised in the main thread by the SIGTERM handler, so the run unwinds like on Ctrl-C."""
+
+
+@contextmanager
+def _sigterm_unwinds():
+    """While running, SIGTERM raises _Terminated (once; a second SIGTERM gets the default: die at once)."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split("\n")).strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Overrides may also follow options (`run r.yaml --stages train train.max_steps=5`).
@@ -78,10 +112,21 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:
-        return _dispatch(args)
+        with _sigterm_unwinds():
+            return _dispatch(args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except OSError as error:
+        # A full disk or quota outside our own writes (datasets, checkpoints): the machine's problem, one line.
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {error.filename!r}" if error.filename else ""
+        print(f"error: {error.strerror or 'no space left on device'}{where}; free some disk space, then rerun "
+              "the same command to resume (finished work is kept)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as interrupt:
+        signum = signal.SIGTERM if isinstance(interrupt, _Terminated) else signal.SIGINT
+        print(f"interrupted ({signal.Signals(signum).name}); rerun the same command to resume "
+              "(finished shards, checkpoints and evaluations are kept)", file=sys.stderr)
+        return 128 + signum

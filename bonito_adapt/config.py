@@ -57,7 +57,11 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"override {item!r} conflicts with another override of {part!r}")
-        node[leaf] = yaml.safe_load(raw) if raw else ""
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            raise UserError(f"override {item!r}: the value {raw!r} is not valid YAML; write a YAML value "
+                            "(text with special characters in double quotes)") from None
     return nested
 
 
@@ -74,11 +78,15 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def _format_errors(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "recipe"
+        # A key may be any YAML scalar, even a string with a newline: show odd ones as repr.
+        where = ".".join(str(p) if str(p).isprintable() else repr(p) for p in item["loc"]) or "recipe"
         if item["type"] == "extra_forbidden":
             problems.append(f"{where}: unknown key (check its spelling against `docs/recipe.md`)")
         elif item["type"] == "missing":
             problems.append(f"{where}: required field is missing")
+        elif item["loc"][-1:] == ("api_key_env",):  # never echo what may be a pasted key
+            problems.append(f"{where}: must be the name of an environment variable holding the API key "
+                            "(letters, digits, _), not the key itself")
         else:
             message = item["msg"].removeprefix("Value error, ")
             problems.append(f"{where}: {message} (got {item.get('input')!r})" if "input" in item
@@ -104,6 +112,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise UserError(f"recipe {str(path)!r} is not valid YAML{where}: {problem}; fix the syntax there") from None
     except UnicodeDecodeError:
         raise UserError(f"recipe {str(path)!r} is not a UTF-8 text file; pass a .yaml recipe") from None
+    except OSError as error:
+        raise UserError(f"recipe {str(path)!r} cannot be read ({error.strerror}); check its permissions") from None
     if not isinstance(data, dict):
         raise UserError(f"recipe {str(path)!r} must be a YAML mapping with `name`, `output_dir` and stage sections")
     data = _merge(data, parse_overrides(overrides or []))
@@ -112,8 +122,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except ValidationError as error:
         raise UserError(f"recipe {str(path)!r} is invalid: {_format_errors(error)}") from None
     base = path.resolve().parent
-    recipe.output_dir = local_path(base, recipe.output_dir)
-    for stage in recipe.stages():
-        section = getattr(recipe, stage)
-        section.resolve_paths(base)
+    where = "output_dir"
+    try:
+        recipe.output_dir = local_path(base, recipe.output_dir)
+        for where in recipe.stages():
+            getattr(recipe, where).resolve_paths(base)
+    except (RuntimeError, ValueError, OSError) as error:  # `~nosuchuser/...`, a NUL byte, a name too long
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise UserError(f"recipe {str(path)!r}: a path in {where} cannot be used ({reason}); "
+                        "write it as a plain absolute or relative path") from None
     return recipe

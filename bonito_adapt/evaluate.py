@@ -319,9 +319,9 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
     if stage.is_current() and not force:
         console.print(f"evaluate: skipped (up to date) — {stage.dir / 'results.json'}")
         return stage.dir
+    manager = task_manager(cfg.tasks)  # an unknown task fails here, before the stage folder is touched
     out = stage.start()
 
-    manager = task_manager(cfg.tasks)
     device, dtype = _device_and_dtype(cfg.dtype)
     summary: dict[str, dict[str, Any]] = {spec["name"]: {} for spec in specs}
     examples = 0

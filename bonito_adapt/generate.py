@@ -27,7 +27,7 @@ from .errors import UserError
 from .generate_config import GenerateConfig, SamplingConfig
 from .prompted import prompted_prompt, prompted_task
 from .prompts import bonito_prompt, parse_bonito_output, short_task_type
-from .rundir import StageRun, atomic_write_json, atomic_write_text
+from .rundir import StageRun, atomic_write_json, atomic_write_text, fsync_tree
 
 __all__ = ["run", "TaskFormat", "passage_token_limit", "shard_seed", "generate_shards", "TASK_FIELDS"]
 
@@ -177,6 +177,7 @@ def _save_dataset(rows: list[dict[str, Any]], target: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     features = datasets.Features({name: datasets.Value("string") for name in TASK_FIELDS})
     datasets.Dataset.from_list(rows, features=features).save_to_disk(str(tmp))
+    fsync_tree(tmp)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
 
@@ -202,10 +203,9 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
 
         Console(stderr=True).print(f"generate: skipped (up to date) — {stage.dir}")
         return stage.dir
-    stage.start()
     started = time.time()
-    shards_dir = _prepare_shards(stage.dir, stage.fingerprint, force)
-
+    # Input, model and passage problems are found before the stage folder is touched, so a bad
+    # rerun leaves a finished stage (and its shards) as they were.
     documents = load_documents(config.input)
     engine = load_engine(config)
     try:
@@ -215,6 +215,8 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         if not passages:
             raise UserError(f"generate.input: the {len(documents)} documents hold no text passages (all empty or "
                             f"shorter than chunking.min_chars={config.chunking.min_chars}); check the input")
+        stage.start()
+        shards_dir = _prepare_shards(stage.dir, stage.fingerprint, force)
         throughput = generate_shards(passages, engine, task_format, config.sampling, shards_dir, config.shard_size)
     finally:
         engine.close()

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from ._schema import Section, local_path, maybe_local_path
 from .prompts import full_task_type
 
-__all__ = ["InputConfig", "ChunkingConfig", "SamplingConfig", "VLLMConfig", "OpenAIConfig", "GenerateConfig"]
+__all__ = ["InputConfig", "ChunkingConfig", "SamplingConfig", "VLLMConfig", "OpenAIConfig", "GenerateConfig",
+           "redact_url"]
 
 BONITO_MODEL = "BatsResearch/Llama-3.1-8B-bonito-v1"
+
+
+def redact_url(url: str) -> str:
+    """`url` without user:password and query values, safe to print or to write into a run directory."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
 
 
 class InputConfig(Section):
@@ -78,7 +89,10 @@ class OpenAIConfig(Section):
         description="One or more server base URLs (replicas); requests are spread over them.",
     )
     model_name: str | None = Field(None, description="The `model` field sent to the server; default: generate.model.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (never the key itself).")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the API key (never the key itself).",
+    )
     concurrency: int = Field(32, ge=1, description="Requests in flight at once, over all servers.")
     timeout_s: float = Field(300.0, gt=0, description="Timeout of one request.")
     max_retries: int = Field(
@@ -87,6 +101,11 @@ class OpenAIConfig(Section):
     backoff_s: float = Field(
         1.0, ge=0, description="Delay before the first retry; it doubles with each retry (with jitter, capped at 30 s)."
     )
+
+    @field_serializer("base_urls", when_used="json")
+    def _redacted_urls(self, urls: list[str]) -> list[str]:
+        # What reaches recipe.yaml, manifests and hashes: credentials in a URL never leave the recipe.
+        return [redact_url(url) for url in urls]
 
 
 class GenerateConfig(Section):

@@ -23,7 +23,7 @@ from typing import Any
 
 from .config import Recipe
 from .errors import UserError
-from .rundir import StageRun, atomic_write_text, read_manifest
+from .rundir import StageRun, atomic_output, atomic_write_text, read_manifest
 
 __all__ = ["run", "report_runs", "PAPER_F1", "PAPER_MODEL", "load_run"]
 
@@ -325,7 +325,8 @@ def _plot_loss(runs: list[dict[str, Any]], path: Path) -> bool:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or None)
     plt.close(fig)
     return True
 
@@ -372,7 +373,8 @@ def _plot_metrics(runs: list[dict[str, Any]], benchmarks: list[str], rows: list[
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", ncols=2)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or None)
     plt.close(fig)
     return True
 
@@ -406,7 +408,11 @@ def report_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None, *
         if names.count(run_info["name"]) > 1:
             run_info["name"] = f"{run_info['name']} ({run_info['dir'].name}#{index + 1})"
     out = Path(out_dir) if out_dir else paths[0] / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"report: cannot create the report folder {str(out)!r} ({error.strerror}); "
+                        "pass --out a folder you can write to") from None
 
     benchmarks = _benchmarks(runs)
     rows = _score_rows(runs, benchmarks, paper_numbers)

@@ -8,6 +8,8 @@ reruns everything after it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -25,6 +27,9 @@ from .errors import UserError
 __all__ = [
     "atomic_write_text",
     "atomic_write_json",
+    "atomic_output",
+    "fsync_tree",
+    "write_error",
     "config_hash",
     "hash_files",
     "library_versions",
@@ -39,20 +44,96 @@ _VERSIONED = ("bonito_adapt", "torch", "transformers", "datasets", "trl", "peft"
               "bitsandbytes", "lm_eval", "vllm")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder, fsync, then rename: readers never see half a file."""
+# Errors of the machine rather than the program: reported in one line (UserError), not as a traceback.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+
+
+def write_error(path: Path, error: OSError) -> UserError | None:
+    """The one-line error for a failed write of `path`, or None for an OSError that is a bug."""
+    if error.errno not in _ENVIRONMENT_ERRNOS:
+        return None
+    reason = error.strerror or os.strerror(error.errno)
+    fix = ("free some disk space" if error.errno in (errno.ENOSPC, errno.EDQUOT)
+           else "make it writable or choose another output_dir")
+    return UserError(f"cannot write {str(path)!r} ({reason}); {fix}, then rerun the same command to resume "
+                     "(finished work is kept)")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable; some filesystems cannot fsync a folder, which is fine."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder` (written by a library that does not), before it is renamed into place."""
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    _fsync_dir(Path(folder))
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path):
+    """Yield a temp path beside `path` (same suffix) for a writer that wants a file name (e.g. savefig);
+    on success it is fsynced and renamed onto `path`, on failure removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+        os.close(fd)
+    except OSError as error:
+        raise (write_error(path, error) or error) from None
+    try:
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise (write_error(path, error) or error) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder, fsync, then rename: readers never see half a file.
+
+    A full disk or a read-only folder is a one-line UserError; the temp file is removed and the
+    previous version of `path` (if any) stays as it was.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise (write_error(path, error) or error) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise (write_error(path, error) or error) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -143,9 +224,16 @@ class StageRun:
         return bool(manifest) and manifest.get("fingerprint") == self.fingerprint
 
     def start(self) -> Path:
-        """Mark the stage as running again: the old manifest goes, partial artifacts stay (for resume)."""
+        """Mark the stage as running again: the old manifest goes, partial artifacts stay (for resume).
+
+        Temp files of writes cut short by a kill (`.NAME.*.tmp`) are removed; the files they were
+        meant to replace are intact, since a write only lands by rename.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / MANIFEST).unlink(missing_ok=True)
+        for leftover in self.dir.rglob(".*.tmp*"):
+            if leftover.is_file() and ".tmp" in leftover.name:
+                leftover.unlink(missing_ok=True)
         self._started = time.time()
         return self.dir
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import glob
+import json
 import os
 import resource
 import shutil
@@ -26,9 +27,16 @@ from typing import Any
 
 from .config import Recipe
 from .errors import UserError, missing_extra
-from .models import load_causal_lm, load_tokenizer
+from .models import check_model_reference, load_causal_lm, load_tokenizer
 from .prompts import training_prompt
-from .rundir import StageRun, atomic_write_json, atomic_write_text, hash_files, upstream_fingerprint
+from .rundir import (
+    StageRun,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_tree,
+    hash_files,
+    upstream_fingerprint,
+)
 from .train_config import TrainConfig, TrainDatasetConfig
 
 __all__ = [
@@ -376,17 +384,33 @@ def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_d
 # ---------------------------------------------------------------------------------------------- outputs
 
 
+def _complete_checkpoint(path: Path) -> bool:
+    """The Trainer writes trainer_state.json last, and not atomically: complete means it parses."""
+    try:
+        return "global_step" in json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
 def last_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest complete `checkpoint-N` folder (one with its trainer state), or None."""
+    """The newest complete `checkpoint-N` folder (one with a readable trainer state), or None."""
     found = []
     for path in Path(checkpoints_dir).glob("checkpoint-*"):
         step = path.name.removeprefix("checkpoint-")
-        if step.isdigit() and (path / "trainer_state.json").is_file():
+        if step.isdigit() and _complete_checkpoint(path):
             found.append((int(step), path))
     return max(found)[1] if found else None
 
 
+def _drop_incomplete_checkpoints(checkpoints_dir: Path) -> None:
+    """Remove checkpoint folders a kill left half-written (the resumed run writes them again)."""
+    for path in Path(checkpoints_dir).glob("checkpoint-*"):
+        if path.is_dir() and not _complete_checkpoint(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
+    fsync_tree(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
 
@@ -461,6 +485,14 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False, *, callbacks: Sequen
     if stage.is_current() and not force:
         _say(f"skipped (up to date): {stage.dir}")
         return stage.dir
+    # Setup, model path and data problems are found before the stage folder is touched, so a bad
+    # rerun leaves a finished stage (adapter, checkpoints) as it was.
+    setup = resolve_setup(config, cuda=torch.cuda.is_available(), world_size=state.num_processes)
+    check_model_reference(config.model, "train.model", config.gguf_file)
+    if config.tokenizer:
+        check_model_reference(config.tokenizer, "train.tokenizer")
+    dataset = load_training_data(config, Path(run_dir))
+
     checkpoints_dir = stage.dir / "checkpoints"
     fingerprint_file = checkpoints_dir / "fingerprint.txt"
     completed_before = stage.is_current()  # only with force: retrain from scratch, not resume the end
@@ -471,11 +503,11 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False, *, callbacks: Sequen
         stage.start()
         if resume_from is None and checkpoints_dir.exists():
             shutil.rmtree(checkpoints_dir)
+        elif resume_from is not None:
+            _drop_incomplete_checkpoints(checkpoints_dir)
         atomic_write_text(fingerprint_file, stage.fingerprint + "\n")
     state.wait_for_everyone()
 
-    setup = resolve_setup(config, cuda=torch.cuda.is_available(), world_size=state.num_processes)
-    dataset = load_training_data(config, Path(run_dir))
     max_steps, num_epochs = step_plan(len(dataset), config.max_steps, config.num_epochs)
     throughput = _throughput_callback()
     trainer = build_trainer(config, setup, dataset, checkpoints_dir, callbacks=[throughput, *callbacks],

@@ -3,7 +3,13 @@
 import pytest
 
 from bonito_adapt.errors import UserError
-from bonito_adapt.prompts import TASK_TYPES, bonito_prompt, full_task_type, parse_bonito_output, short_task_type
+from bonito_adapt.prompts import (
+    TASK_TYPES,
+    bonito_prompt,
+    full_task_type,
+    parse_bonito_output,
+    short_task_type,
+)
 
 
 def original_prompt(context: str, task_type: str) -> str:

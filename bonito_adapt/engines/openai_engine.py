@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import UserError
-from ..generate_config import GenerateConfig, SamplingConfig
+from ..generate_config import GenerateConfig, SamplingConfig, redact_url
 from ..models import load_tokenizer
 
 __all__ = ["OpenAIEngine", "redact_url", "CHARS_PER_TOKEN"]
@@ -56,15 +56,6 @@ MAX_BACKOFF_S = 30.0
 PROBE_RETRIES = 2
 
 _T = TypeVar("_T")
-
-
-def redact_url(url: str) -> str:
-    """`url` without user:password and query values, safe to print."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
 
 
 def normalize_base_url(url: str) -> str:
