@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import glob
+import importlib
 import json
 import os
 import resource
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .attention import VARLEN, register_varlen_attention, varlen_supported
 from .config import Recipe
 from .errors import UserError, missing_extra
 from .models import check_model_reference, load_causal_lm, load_tokenizer
@@ -127,32 +129,56 @@ def resolve_setup(config: TrainConfig, cuda: bool, world_size: int) -> TrainSetu
         _say(f"{optimizer} needs CUDA (bitsandbytes); using adamw_torch on CPU")
         optimizer = "adamw_torch"
 
+    padding_free = config.padding_free or config.packing
     if config.attn_implementation == "auto":
         from transformers.utils import is_flash_attn_2_available
 
-        attn = "flash_attention_2" if cuda and is_flash_attn_2_available() else "sdpa"
+        if cuda and is_flash_attn_2_available():
+            attn = "flash_attention_2"
+        elif cuda and padding_free and varlen_supported():
+            attn = VARLEN
+        else:
+            attn = "sdpa"
     else:
         attn = config.attn_implementation
+        if attn == VARLEN and not varlen_supported():
+            raise UserError("train.attn_implementation: varlen needs a CUDA GPU and torch >= 2.10 "
+                            "(torch.nn.attention.varlen); set attn_implementation: auto or sdpa")
 
     if config.use_liger_kernel == "auto":
-        from transformers.utils import is_liger_kernel_available
-
-        liger = cuda and is_liger_kernel_available()
+        liger = cuda and _liger_problem() is None
+        if cuda and (problem := _liger_problem()) and problem != "not installed":
+            _say(f"liger-kernel is installed but unusable here ({problem}); training without it")
     else:
         liger = bool(config.use_liger_kernel)
-        if liger:
-            from transformers.utils import is_liger_kernel_available
+        if liger and (problem := _liger_problem()):
+            raise UserError(f"train.use_liger_kernel: true but liger-kernel is {problem}; "
+                            "`pip install -U liger-kernel` or set use_liger_kernel: auto")
 
-            if not is_liger_kernel_available():
-                raise UserError("train.use_liger_kernel: true but liger-kernel is not installed; "
-                                "`pip install liger-kernel` or set use_liger_kernel: auto")
-
-    accumulation = _accumulation(config.effective_batch_size, config.micro_batch_size, world_size)
+    micro = config.micro_batch_size
+    if micro == "auto":  # the largest micro-batch that keeps the effective batch exact
+        micro = max(m for m in range(1, config.effective_batch_size + 1)
+                    if config.effective_batch_size % (m * world_size) == 0) \
+            if config.effective_batch_size % world_size == 0 else 1
+    accumulation = _accumulation(config.effective_batch_size, micro, world_size)
     return TrainSetup(
         cuda=cuda, quantization=quantization, optimizer=optimizer, bf16=cuda, attn_implementation=attn,
-        use_liger_kernel=liger, world_size=world_size, micro_batch_size=config.micro_batch_size,
+        use_liger_kernel=liger, world_size=world_size, micro_batch_size=micro,
         gradient_accumulation_steps=accumulation,
     )
+
+
+def _liger_problem() -> str | None:
+    """None when Liger's transformers patches import with this transformers; else why not."""
+    from transformers.utils import is_liger_kernel_available
+
+    if not is_liger_kernel_available():
+        return "not installed"
+    try:  # what Trainer imports when it applies the kernels; fails on liger/transformers mismatches
+        importlib.import_module("liger_kernel.transformers.monkey_patch")
+    except Exception as error:  # ImportError, or whatever a version mismatch raises at import
+        return f"not importable: {str(error).splitlines()[0][:160] if str(error) else type(error).__name__}"
+    return None
 
 
 def step_plan(num_examples: int, max_steps: int | None, num_epochs: float | None) -> tuple[int, float]:
@@ -289,6 +315,8 @@ def load_training_data(config: TrainConfig, run_dir: Path):
 def _load_model(config: TrainConfig, setup: TrainSetup):
     import torch
 
+    if setup.attn_implementation == VARLEN:
+        register_varlen_attention()
     kwargs: dict[str, Any] = {"attn_implementation": setup.attn_implementation}
     if setup.quantization == "4bit":
         from transformers import BitsAndBytesConfig

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ._schema import Section, local_path, maybe_local_path
 
@@ -62,9 +62,18 @@ class TrainConfig(Section):
         description="transformers optimizer name; without CUDA a paged_* optimizer becomes adamw_torch (printed).",
     )
     effective_batch_size: int = Field(16, ge=1, description="Examples per optimizer step, whatever the GPU count.")
-    micro_batch_size: int = Field(
-        4, ge=1, description="Examples per forward pass per device; accumulation = effective / (micro x processes)."
+    micro_batch_size: int | Literal["auto"] = Field(
+        "auto", description="Examples per forward pass per device; accumulation = effective / (micro x processes). "
+        "auto: the whole step in one forward per process (effective / processes), which is fastest with "
+        "padding-free batches (docs/performance.md); set a smaller number if memory runs out.",
     )
+
+    @field_validator("micro_batch_size")
+    @classmethod
+    def _positive_micro_batch(cls, value: int | str) -> int | str:
+        if value != "auto" and value < 1:
+            raise ValueError("must be at least 1 (or auto)")
+        return value
     max_length: int = Field(2048, ge=16, description="Longer examples are truncated.")
     max_steps: int | None = Field(None, ge=1, description="Default: the paper's rule (10,000 steps, or 1 epoch below 160,000 examples).")
     num_epochs: float | None = Field(None, gt=0, description="Train this many epochs instead of max_steps.")
@@ -82,8 +91,9 @@ class TrainConfig(Section):
         "`effective_batch_size` packed rows, not examples (off: the paper counts examples)."
     )
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (non-reentrant); less memory.")
-    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
-        "auto", description="auto: flash_attention_2 with CUDA when flash-attn is installed, else sdpa."
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "varlen", "eager"] = Field(
+        "auto", description="auto: flash_attention_2 with CUDA when flash-attn is installed; else, for padding-free "
+        "batches on CUDA, varlen (PyTorch's own FlashAttention varlen kernel, torch >= 2.10); else sdpa."
     )
     use_liger_kernel: bool | Literal["auto"] = Field(
         "auto", description="Liger Triton kernels (RMSNorm, RoPE, SwiGLU); auto: when installed and CUDA is present."

@@ -83,6 +83,18 @@ def test_effective_batch_is_micro_x_accumulation_x_processes(micro, world, accum
     assert setup.micro_batch_size * setup.gradient_accumulation_steps * world == 16
 
 
+@pytest.mark.parametrize(("world", "micro"), [(1, 16), (2, 8), (4, 4), (8, 2), (16, 1)])
+def test_auto_micro_batch_is_the_whole_step_per_process(world, micro):
+    setup = train.resolve_setup(TrainConfig(quantization="none"), cuda=False, world_size=world)
+    assert (setup.micro_batch_size, setup.gradient_accumulation_steps) == (micro, 1)
+
+
+def test_auto_micro_batch_with_processes_not_dividing_the_batch_is_one_line_error():
+    with pytest.raises(UserError, match="effective_batch_size 16 is not divisible") as error:
+        train.resolve_setup(TrainConfig(quantization="none"), cuda=False, world_size=3)
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize(("micro", "world"), [(3, 1), (4, 3), (32, 1)])
 def test_effective_batch_not_divisible_is_one_line_error(micro, world):
     with pytest.raises(UserError) as error:
