@@ -128,7 +128,13 @@ class GenerateConfig(Section):
         "auto", description="Weights dtype; auto: bf16 on GPU, fp32 on CPU."
     )
     load_in_4bit: bool = Field(False, description="transformers engine: load the generator in 4-bit (needs CUDA).")
-    batch_size: int = Field(16, ge=1, description="transformers engine: prompts per batch.")
+    batch_size: int = Field(16, ge=1, description="transformers engine: prompts per batch (padded batches only).")
+    continuous_batching: bool = Field(
+        False,
+        description="transformers engine: continuous batching (transformers' `generate_batch`, paged KV cache) "
+        "instead of length-sorted padded batches. Off by default: on an H100 it measured no faster "
+        "(docs/performance.md); for throughput use vllm or an OpenAI-compatible server.",
+    )
     trust_remote_code: bool = Field(False, description="Allow model repositories to run their own code.")
     shard_size: int = Field(256, ge=1, description="Passages per output shard; a rerun resumes after the last full shard.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)

@@ -126,3 +126,31 @@ def test_four_bit_without_cuda_is_a_one_line_error(tiny_model_dir, monkeypatch):
 def test_missing_model_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         TransformersEngine(_config(tmp_path / "nope"))
+
+
+# ------------------------------------------------------------------ continuous batching (opt-in)
+
+
+def test_continuous_batching_is_off_by_default(engine):
+    assert engine.config.continuous_batching is False and engine.continuous_batching is False
+
+
+def test_continuous_batching_gives_the_padded_batches_greedy_answers(tiny_model_dir, engine):
+    continuous = TransformersEngine(_config(tiny_model_dir, continuous_batching=True))
+    assert continuous.continuous_batching is True
+    greedy = SamplingConfig(n=2, temperature=0.0, max_tokens=6)
+    assert continuous.generate(PROMPTS, greedy) == engine.generate(PROMPTS, greedy)
+
+
+def test_continuous_batching_returns_n_seeded_samples_in_prompt_order(tiny_model_dir):
+    continuous = TransformersEngine(_config(tiny_model_dir, continuous_batching=True))
+    sampling = SamplingConfig(n=3, temperature=1.0, top_p=1.0, max_tokens=5, seed=3)
+    ids = [continuous.encode(p) for p in PROMPTS]
+    first = continuous.generate_token_ids(ids, sampling, ignore_eos=True)
+    assert [len(samples) for samples in first] == [3] * len(PROMPTS)
+    assert all(len(sample) == 5 for samples in first for sample in samples)  # ignore_eos: exactly max_tokens
+    assert len({tuple(s) for samples in first for s in samples}) > len(PROMPTS)  # samples differ
+    assert continuous.generate_token_ids(ids, sampling, ignore_eos=True) == first  # same seed, same samples
+    # Results follow the prompt, not the scheduler: reversed prompts give reversed greedy answers.
+    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=4)
+    assert continuous.generate_token_ids(ids[::-1], greedy) == continuous.generate_token_ids(ids, greedy)[::-1]

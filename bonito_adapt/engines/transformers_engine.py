@@ -1,7 +1,9 @@
 """In-process generation with Hugging Face transformers (the default engine without vLLM).
 
 Prompts are sorted by length and generated in batches with left padding, so each batch wastes
-little compute on padding. bf16 on GPU, fp32 on CPU (`dtype: auto`); optional 4-bit loading
+little compute on padding. `continuous_batching: true` uses transformers' `generate_batch` instead
+(paged KV cache, a new prompt starts as soon as one finishes); it measured no faster on an H100
+with transformers 5.17 (docs/performance.md), so it is opt-in. bf16 on GPU, fp32 on CPU (`dtype: auto`); optional 4-bit loading
 through bitsandbytes on CUDA. Sampling is seeded once per `generate` call, so the same prompts
 with the same seed give the same completions (the generate stage seeds each shard, which makes a
 resumed run equal to an uninterrupted one).
@@ -78,15 +80,19 @@ class TransformersEngine:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _encode(self, prompts: list[str]):
-        # A chat-templated prompt already starts with BOS; do not add a second one.
+    @property
+    def continuous_batching(self) -> bool:
+        """Whether `generate` uses transformers' continuous batching (see GenerateConfig.continuous_batching)."""
+        return bool(self.config.continuous_batching)
+
+    def encode(self, prompt: str) -> list[int]:
+        """Prompt token ids; a chat-templated prompt already starts with BOS, so no second one is added."""
         bos = self.tokenizer.bos_token
-        starts_with_bos = bool(bos) and all(p.startswith(bos) for p in prompts)
-        return self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not starts_with_bos)
+        return self.tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
 
     def _decode(self, token_ids) -> str:
         kept = []
-        for token_id in token_ids.tolist():
+        for token_id in token_ids:
             if token_id in self._stop_ids:
                 break
             if token_id not in self._drop_ids:
@@ -95,33 +101,98 @@ class TransformersEngine:
 
     def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[list[str]]:
         """`sampling.n` completions per prompt, in prompt order; text after the prompt only."""
+        completions = self.generate_token_ids([self.encode(p) for p in prompts], sampling)
+        return [[self._decode(ids) for ids in per_prompt] for per_prompt in completions]
+
+    def generate_token_ids(self, prompt_ids: list[list[int]], sampling: SamplingConfig,
+                           ignore_eos: bool = False) -> list[list[list[int]]]:
+        """`sampling.n` lists of new token ids per prompt, in prompt order.
+
+        `ignore_eos` generates exactly `sampling.max_tokens` tokens (benchmarks: same work every run).
+        """
         import torch
 
-        if not prompts:
+        if not prompt_ids:
             return []
         greedy = sampling.temperature == 0
         # Greedy decoding gives one answer; n copies of it keep the n-per-prompt contract.
         per_prompt = 1 if greedy else sampling.n
-        lengths = [self.count_tokens(p) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
-        results: list[list[str]] = [[] for _ in prompts]
+        options = {"max_new_tokens": sampling.max_tokens, "do_sample": not greedy, "num_return_sequences": per_prompt,
+                   "eos_token_id": self._stop_ids, "pad_token_id": self._pad_id(), "top_k": None,
+                   "temperature": None if greedy else sampling.temperature, "top_p": None if greedy else sampling.top_p}
+        if ignore_eos:
+            options["min_new_tokens"] = sampling.max_tokens
         torch.manual_seed(sampling.seed)
-        options = {"max_new_tokens": sampling.max_tokens, "do_sample": not greedy, "eos_token_id": self._stop_ids,
-                   "pad_token_id": self.tokenizer.pad_token_id, "num_return_sequences": per_prompt}
-        if not greedy:
-            options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=None)
+        if self.continuous_batching:
+            # Not under inference_mode: the batching thread updates its static tensors in place.
+            results = self._generate_continuous(prompt_ids, options, sampling.seed, per_prompt)
         else:
-            options.update(temperature=None, top_p=None, top_k=None)
+            with torch.inference_mode():
+                results = self._generate_padded(prompt_ids, options, per_prompt)
+        return [r * sampling.n if greedy else r for r in results]
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self._stop_ids[0]
+
+    def _generate_padded(self, prompt_ids: list[list[int]], options: dict, per_prompt: int) -> list[list[list[int]]]:
+        """Length-sorted batches of `batch_size` prompts, left-padded to the longest of each batch."""
+        import torch
+
+        order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
+        results: list[list[list[int]]] = [[] for _ in prompt_ids]
         batch_size = self.config.batch_size
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
-                encoded = self._encode([prompts[i] for i in batch]).to(self.model.device)
-                output = self.model.generate(**encoded, **options)
-                new_tokens = output[:, encoded["input_ids"].shape[1]:]
-                for row, index in enumerate(batch):
-                    texts = [self._decode(new_tokens[row * per_prompt + k]) for k in range(per_prompt)]
-                    results[index] = texts * sampling.n if greedy else texts
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            width = max(len(prompt_ids[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), self._pad_id(), dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, index in enumerate(batch):
+                ids = prompt_ids[index]
+                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[row, width - len(ids):] = 1
+            output = self.model.generate(input_ids=input_ids.to(self.model.device),
+                                         attention_mask=attention_mask.to(self.model.device), **options)
+            new_tokens = output[:, width:].tolist()
+            for row, index in enumerate(batch):
+                results[index] = new_tokens[row * per_prompt:(row + 1) * per_prompt]
+        return results
+
+    def _generate_continuous(self, prompt_ids: list[list[int]], options: dict, seed: int,
+                             per_prompt: int) -> list[list[list[int]]]:
+        """transformers' continuous batching: every prompt is a request in one paged-KV scheduler."""
+        from transformers import GenerationConfig
+        from transformers.generation import ContinuousBatchingConfig
+
+        generation_config = GenerationConfig(**options)
+        sizing = {}
+        if self.device == "cpu":
+            # transformers sizes the paged cache from free memory, which on a CPU means many GB of RAM
+            # allocated per call: give it what these requests need instead.
+            page = ContinuousBatchingConfig().page_size
+            pages = sum(-(-(len(ids) + options["max_new_tokens"]) // page) for ids in prompt_ids) * per_prompt
+            sizing = {"num_blocks": pages + 1, "max_batch_tokens": 512}
+        outputs = self.model.generate_batch(
+            prompt_ids, generation_config=generation_config,
+            continuous_batching_config=ContinuousBatchingConfig(seed=seed, **sizing),
+            progress_bar=False, warmup=self.device == "cuda",  # CUDA-graph capture pays off only on a GPU
+        )
+        # Request ids are `req_<i>` (prompt i in submission order) and `req_<i>__child#<k>` for samples 2..n.
+        by_prompt: dict[int, dict[int, list[int]]] = {}
+        for request_id, output in outputs.items():
+            if output.error:
+                raise RuntimeError(f"continuous batching failed on {request_id}: {output.error}")
+            head, _, child = request_id.partition("__child#")
+            by_prompt.setdefault(int(head.removeprefix("req_")), {})[int(child) + 1 if child else 0] = \
+                list(output.generated_tokens)
+        first = min(by_prompt)  # ids count from the manager's first request
+        results = []
+        for offset in range(len(prompt_ids)):
+            samples = by_prompt.get(first + offset, {})
+            if len(samples) != per_prompt:
+                raise RuntimeError(f"continuous batching returned {len(samples)} of {per_prompt} samples "
+                                   f"for prompt {offset}")
+            results.append([samples[k] for k in sorted(samples)])
         return results
 
     def close(self) -> None:
