@@ -1,0 +1,135 @@
+"""Benchmark: the transformers generation engine vs plain `model.generate` (`reference_generate.py`).
+
+Both run the same random-init model folder on the same prompts: the yardstick's random token ids
+of Bonito-like length (~400 +- 150 tokens, same --seed), 256 new tokens each, sampling at the
+Bonito card's temperature 0.5 / top_p 0.95, EOS ignored so every run does the same work.
+The yardstick runs first in its own process, then each engine variant in its own.
+
+    python scripts/bench_generate.py --model /tmp/llama-3.1-8b-random --yardsticks ../shared/bench \\
+        --prompts 256 --out docs/bench/generate.json
+
+Reported: generated tokens/s (tokens actually returned / wall time, after a warm-up on 4 prompts),
+the ratio to the yardstick, peak GPU memory, and wall time per decode step if every prompt ran in
+one batch (wall / new tokens), to set against the floor of ~5.3 ms per decode step of an 8B bf16
+model (16 GB of weights read at ~3 TB/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS: dict[str, dict] = {
+    "continuous": {"continuous_batching": True},  # transformers generate_batch (opt-in)
+    "padded-b64": {"continuous_batching": False, "batch_size": 64},
+    "padded-b256": {"continuous_batching": False, "batch_size": 256},
+}
+
+
+def make_prompts(n: int, vocab: int, seed: int) -> list[list[int]]:
+    """The yardstick's prompts (reference_generate.py), token for token."""
+    rng = random.Random(seed)
+    return [[rng.randrange(3, vocab) for _ in range(int(min(1024, max(64, rng.gauss(400, 150)))))]
+            for _ in range(n)]
+
+
+def run_ours(args, settings: dict) -> dict:
+    import torch
+    from transformers import AutoConfig
+
+    from bonito_adapt.engines.transformers_engine import TransformersEngine
+    from bonito_adapt.generate_config import GenerateConfig, SamplingConfig
+
+    prompts = make_prompts(args.prompts, AutoConfig.from_pretrained(args.model).vocab_size, args.seed)
+    config = GenerateConfig(input={"files": ["unused"]}, task_type="nli", model=args.model, engine="transformers",
+                            **settings)
+    engine = TransformersEngine(config)
+    sampling = SamplingConfig(n=1, temperature=0.5, top_p=0.95, max_tokens=args.new_tokens, seed=args.seed)
+    engine.generate_token_ids(prompts[:4], sampling, ignore_eos=True)  # warm-up, as the yardstick does
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    completions = engine.generate_token_ids(prompts, sampling, ignore_eos=True)
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    generated = sum(len(c) for per_prompt in completions for c in per_prompt)
+    return {"gen_tokens_per_s": round(generated / wall, 1), "generated_tokens": generated,
+            "expected_tokens": args.prompts * args.new_tokens, "wall_s": round(wall, 2),
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "continuous_batching": engine.continuous_batching}
+
+
+def run_reference(args) -> dict:
+    command = [sys.executable, str(Path(args.yardsticks) / "reference_generate.py"), "--model", args.model,
+               "--prompts", str(args.prompts), "--batch", str(args.reference_batch),
+               "--new-tokens", str(args.new_tokens), "--seed", str(args.seed)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"reference failed:\n{done.stderr[-3000:]}")
+    result = json.loads([line for line in done.stdout.splitlines() if line.startswith('{"bench"')][-1])
+    return {key: result[key] for key in ("gen_tokens_per_s", "wall_s", "peak_gib")}
+
+
+def _child(args, variant: str) -> dict:
+    command = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--prompts", str(args.prompts),
+               "--new-tokens", str(args.new_tokens), "--seed", str(args.seed)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
+                "stderr_tail": done.stderr[-2000:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--yardsticks", default=str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
+    parser.add_argument("--prompts", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference-batch", type=int, default=64)
+    parser.add_argument("--variants", default="continuous,padded-b64", help=f"comma-separated: {', '.join(VARIANTS)}")
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--out")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(run_ours(args, VARIANTS[args.worker])))
+        return
+
+    import torch
+
+    results = {}
+    if not args.skip_reference:
+        results["reference"] = run_reference(args)
+        print(json.dumps({"variant": "reference", **results["reference"]}), flush=True)
+    for variant in [v for v in args.variants.split(",") if v]:
+        results[variant] = _child(args, variant)
+        print(json.dumps({"variant": variant, **results[variant]}), flush=True)
+
+    base = results.get("reference", {}).get("gen_tokens_per_s")
+    print(f"\n{'variant':<14} {'gen tok/s':>10} {'x ref':>6} {'wall s':>7} {'ms/step*':>9} {'peak GiB':>8}")
+    for name, r in results.items():
+        if "error" in r:
+            print(f"{name:<14} error: {r['error']}")
+            continue
+        r["ratio_to_reference"] = round(r["gen_tokens_per_s"] / base, 2) if base else None
+        r["ms_per_decode_step_all_at_once"] = round(1000 * r["wall_s"] / args.new_tokens, 1)
+        print(f"{name:<14} {r['gen_tokens_per_s']:>10.0f} {r['ratio_to_reference'] or 0:>6.2f} {r['wall_s']:>7.1f} "
+              f"{r['ms_per_decode_step_all_at_once']:>9.1f} {r['peak_gib']:>8.2f}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({
+            "bench": "generate", "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "model": args.model, "prompts": args.prompts, "new_tokens": args.new_tokens, "seed": args.seed,
+            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Plot benchmark results (the JSON files the bench_*.py scripts write) as one PNG of tokens/s.
+
+    python scripts/plot_bench.py docs/bench/train_h100.json docs/bench/generate_h100_padded.json \\
+        docs/bench/generate_h100_continuous.json --out docs/bench/throughput.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", nargs="+", help="JSON files written by scripts/bench_*.py --out")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # per panel: name -> (value, the reference of the same run): ratios are only taken within one run
+    panels: dict[str, dict[str, tuple[float, float | None]]] = {}
+    for file in args.results:
+        data = json.loads(Path(file).read_text())
+        key = "tokens_per_s" if data["bench"] == "train" else "gen_tokens_per_s"
+        title = {"train": "Q-LoRA training, Mistral-7B shape (tokens/s)",
+                 "generate": "Generation, Llama-3.1-8B shape (generated tokens/s)"}[data["bench"]]
+        panel = panels.setdefault(title, {})
+        reference = data["results"].get("reference", {}).get(key)
+        for name, result in data["results"].items():
+            if key in result and not (name == "reference" and "reference" in panel):
+                panel[name] = (result[key], reference)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.8), squeeze=False)
+    for ax, (title, values) in zip(axes[0], panels.items(), strict=True):
+        names = list(values)
+        bars = ax.bar(names, [values[n][0] for n in names],
+                      color=["#999999" if n == "reference" else "#3b75af" for n in names])
+        for bar, name in zip(bars, names, strict=True):
+            value, reference = values[name]
+            label = f"{value:,.0f}" + (f"\n{value / reference:.2f}x" if reference else "")
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                        fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+        ax.set_ylim(0, max(v for v, _ in values.values()) * 1.25)
+    fig.suptitle("bonito_adapt vs the paper's recipe (grey), one H100 80GB", fontsize=11)
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
