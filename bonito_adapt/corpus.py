@@ -2,7 +2,7 @@
 
 Sources (`generate.input`): a Hugging Face dataset (hub id, or a local `save_to_disk` folder), or
 local files: `.jsonl`/`.json`/`.csv`/`.parquet` tables (one document per row, text in
-`context_col`), `.txt`/`.md` files (one document per file), folders of `.txt`/`.md` documents, and
+`context_col`; `.jsonl`/`.json`/`.csv` may be gzipped, e.g. `.jsonl.gz`), `.txt`/`.md` files (one document per file), folders of `.txt`/`.md` documents, and
 globs of any of these.
 
 Splitting is token-aware: whole paragraphs are packed into a passage while they fit; a paragraph
@@ -14,6 +14,7 @@ that does not fit alone is split into lines, then sentences, then words, then ch
 from __future__ import annotations
 
 import glob
+import gzip
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,7 +39,8 @@ __all__ = [
 
 DOCUMENT_SUFFIXES = (".txt", ".md")
 TABLE_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-_SUPPORTED = ", ".join([*TABLE_SUFFIXES, *DOCUMENT_SUFFIXES])
+_GZIPPABLE = (".jsonl", ".json", ".csv")  # datasets reads these gzipped too (.jsonl.gz, ...)
+_SUPPORTED = ", ".join([*TABLE_SUFFIXES, *(f"{s}.gz" for s in _GZIPPABLE), *DOCUMENT_SUFFIXES])
 
 # Boundaries from coarsest to finest; a piece is split at a finer one only if it does not fit.
 _PARAGRAPH, _LINE, _SENTENCE, _WORD, _CHARS = range(5)
@@ -75,6 +77,14 @@ class ChunkStats:
 # ---------------------------------------------------------------- loading
 
 
+def _table_suffix(path: Path) -> str | None:
+    """`.jsonl` for data.jsonl and data.jsonl.gz (the builder's key in TABLE_SUFFIXES); None if not a table."""
+    suffixes = [suffix.lower() for suffix in path.suffixes[-2:]]
+    if len(suffixes) == 2 and suffixes[1] == ".gz" and suffixes[0] in _GZIPPABLE:
+        return suffixes[0]
+    return path.suffix.lower() if path.suffix.lower() in TABLE_SUFFIXES else None
+
+
 def resolve_input_files(config: InputConfig) -> list[tuple[Path, str]]:
     """Expand `files` (paths, globs, folders) into `(file, source_name)` pairs, sorted and unique.
 
@@ -96,7 +106,7 @@ def resolve_input_files(config: InputConfig) -> list[tuple[Path, str]]:
                                     "add some or list the data files themselves")
                 for member in members:
                     found.setdefault(member, member.relative_to(match).as_posix())
-            elif match.suffix.lower() in TABLE_SUFFIXES or match.suffix.lower() in DOCUMENT_SUFFIXES:
+            elif _table_suffix(match) or match.suffix.lower() in DOCUMENT_SUFFIXES:
                 found.setdefault(match, match.name)
             elif not glob.has_magic(entry):
                 raise UserError(f"generate.input.files: {str(match)!r} has an unsupported type; use {_SUPPORTED} "
@@ -136,15 +146,19 @@ def _read_document_file(path: Path) -> str:
 
 
 def _check_table_file(path: Path) -> None:
+    compressed = path.suffix.lower() == ".gz"
     try:
-        with open(path, "rb") as handle:
+        with (gzip.open if compressed else open)(path, "rb") as handle:
             head = handle.read(8192)
+    except (gzip.BadGzipFile, EOFError):
+        raise UserError(f"generate.input.files: {str(path)!r} is not a complete gzip file; fix the file or drop "
+                        "its .gz extension") from None
     except OSError as error:
         raise UserError(f"generate.input.files: cannot read {str(path)!r} ({error.strerror}); check its permissions") from None
     if not head.strip():
         raise UserError(f"generate.input.files: {str(path)!r} is empty; remove it or give it some rows")
-    if path.suffix.lower() != ".parquet" and b"\x00" in head:
-        raise UserError(f"generate.input.files: {str(path)!r} is a binary file, not {path.suffix} text; "
+    if _table_suffix(path) != ".parquet" and b"\x00" in head:
+        raise UserError(f"generate.input.files: {str(path)!r} is a binary file, not {_table_suffix(path)} text; "
                         "fix the file or its extension")
 
 
@@ -171,10 +185,10 @@ def _load_table(config: InputConfig, path: Path, name: str) -> list[Document]:
 
     _check_table_file(path)
     try:
-        table = datasets.load_dataset(TABLE_SUFFIXES[path.suffix.lower()], data_files=str(path), split="train")
+        table = datasets.load_dataset(TABLE_SUFFIXES[_table_suffix(path)], data_files=str(path), split="train")
     except Exception as error:  # datasets raises many types for a malformed file
         detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise UserError(f"generate.input.files: cannot parse {str(path)!r} as {path.suffix} ({detail}); "
+        raise UserError(f"generate.input.files: cannot parse {str(path)!r} as {_table_suffix(path)} ({detail}); "
                         "fix the file") from None
     return _rows_to_documents(config, table, f"{str(path)!r}", lambda i: f"{name}:{i}")
 

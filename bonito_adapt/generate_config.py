@@ -34,7 +34,7 @@ class InputConfig(Section):
     split: str = Field("train", description="Dataset split to read.")
     files: list[str] = Field(
         default_factory=list,
-        description="Local .jsonl/.json/.csv/.parquet/.txt files, globs, or folders of .txt/.md documents "
+        description="Local .jsonl/.json/.csv (also gzipped: .jsonl.gz ...)/.parquet/.txt/.md files, globs, or folders of .txt/.md documents "
         "(relative paths are relative to the recipe file).",
     )
     context_col: str = Field("text", description="Column that holds the text (ignored for .txt/.md documents).")

@@ -141,6 +141,35 @@ def test_tables_and_globs(tmp_path):
     assert len(limited) == 2
 
 
+def test_gzipped_tables(tmp_path):
+    """.jsonl.gz (the shared benchmark files' format, which evaluate.data_files also takes), .json.gz, .csv.gz."""
+    import gzip
+
+    rows = [{"premise": "The Recipient shall return all materials.", "doc_id": 3}] * 2 + [{"premise": "Other NDA.",
+                                                                                            "doc_id": 7}]
+    with gzip.open(tmp_path / "dev.jsonl.gz", "wt") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in rows))
+    with gzip.open(tmp_path / "more.csv.gz", "wt") as handle:
+        handle.write("premise,doc_id\nA csv row.,9\n")
+    config = _input(files=[str(tmp_path / "*.gz")], context_col="premise", id_col="doc_id")
+    assert [name for _, name in resolve_input_files(config)] == ["dev.jsonl.gz", "more.csv.gz"]
+    documents = load_documents(config)
+    assert [(d.source_id, d.text) for d in documents] == [
+        ("3", rows[0]["premise"]), ("3", rows[0]["premise"]), ("7", "Other NDA."), ("9", "A csv row.")]
+    assert len(load_documents(_input(files=[str(tmp_path / "dev.jsonl.gz")], context_col="premise",
+                                      max_documents=2))) == 2
+    (tmp_path / "broken.jsonl.gz").write_bytes(b"{not gzip}\n")
+    with gzip.open(tmp_path / "empty.jsonl.gz", "wb"):
+        pass
+    for name, expected in (("broken.jsonl.gz", "not a complete gzip file"), ("empty.jsonl.gz", "is empty")):
+        with pytest.raises(UserError, match=expected) as error:
+            load_documents(_input(files=[str(tmp_path / name)], context_col="premise"))
+        assert name in str(error.value) and "\n" not in str(error.value)
+    (tmp_path / "notes.txt.gz").write_bytes(gzip.compress(b"text"))
+    with pytest.raises(UserError, match="unsupported type.*\\.jsonl\\.gz"):
+        resolve_input_files(_input(files=[str(tmp_path / "notes.txt.gz")]))
+
+
 def test_parquet_and_saved_dataset(tmp_path):
     import datasets
 
