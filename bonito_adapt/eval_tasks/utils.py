@@ -15,6 +15,7 @@ PRIVACY_QA_LABELS = ["Irrelevant", "Relevant"]
 # ContractNLI's own label ids (0 contradiction, 1 entailment, 2 not mentioned) double as choice
 # indices: every NLI template lists its choices in that order (No/Yes/Maybe, False/True/Inconclusive).
 VITAMINC_LABELS = ["REFUTES", "SUPPORTS", "NOT ENOUGH INFO"]
+QUICKSTART_QA_LABELS = ["no", "yes"]  # the quickstart_qa templates' choices, in this order: No, Yes
 
 
 def _keep_test_split(dataset):
@@ -55,6 +56,18 @@ def process_vitaminc(dataset):
         "hypothesis": doc["claim"].strip(),
         "label_index": VITAMINC_LABELS.index(doc["label"].strip().upper()),
     })
+
+
+def process_quickstart_qa(dataset):
+    """`answer` yes/no -> `label` 1/0 (choices No, Yes); strip passage and question."""
+    def _add(doc):
+        answer = str(doc["answer"]).strip().lower()
+        if answer not in QUICKSTART_QA_LABELS:
+            raise ValueError(f"quickstart_qa: answer must be yes or no, got {doc['answer']!r} (id {doc.get('id')!r})")
+        return {"passage": doc["passage"].strip(), "question": doc["question"].strip(),
+                "label": QUICKSTART_QA_LABELS.index(answer)}
+
+    return dataset.map(_add)
 
 
 def macro_f1(items: Iterable[tuple[int, int]]) -> float:
