@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml
 $(MODEL_DIR)/config.json: | $(VENV)/.installed
 	$(PY) scripts/fetch_quickstart_model.py --out $(MODEL_DIR)
 
+# The quickstart reads only local files: HF_HUB_OFFLINE keeps libraries from trying the hub.
 quickstart: $(VENV)/.installed $(MODEL_DIR)/config.json
-	$(PY) -m bonito_adapt run recipes/quickstart.yaml
+	HF_HUB_OFFLINE=1 $(PY) -m bonito_adapt run recipes/quickstart.yaml
 
 test: $(VENV)/.installed $(MODEL_DIR)/config.json
 	$(PY) -m pytest
