@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing, too
 
+from bonito_adapt.errors import UserError  # noqa: E402
 from bonito_adapt.report import PAPER_F1, PAPER_MODEL, report_runs  # noqa: E402
 
 BENCHMARKS = list(PAPER_F1)  # the paper's table order
@@ -204,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
                 failed[name] = f"exit {code}"
                 if not args.keep_going:
                     break
-    markdown, _ = paper_table(args.out, args.benchmarks, failed)
+    try:
+        markdown, _ = paper_table(args.out, args.benchmarks, failed)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(markdown)
     print(f"[reproduce_paper] table: {args.out / 'paper_table.md'}", file=sys.stderr)
     return 1 if failed else 0
