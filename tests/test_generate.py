@@ -273,9 +273,9 @@ def test_cli_runs_the_stage(recipe_file, monkeypatch, capsys):
 @pytest.mark.slow
 def test_quickstart_recipe_with_smollm2(smollm2_dir, tmp_path, capsys):
     recipe = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml"
-    # A smaller variant of the shipped recipe: three documents, shorter answers.
+    # The shipped recipe's generate stage, smaller: three documents, one sample per passage.
     code = main(["run", str(recipe), f"output_dir={tmp_path / 'quickstart'}", f"generate.model={smollm2_dir}",
-                 "generate.input.max_documents=3", "generate.sampling.max_tokens=32"])
+                 "generate.input.max_documents=3", "generate.sampling.n=1", "--stages", "generate"])
     assert code == 0, capsys.readouterr().err
     stage_dir = tmp_path / "quickstart" / "generate"
     stats = json.loads((stage_dir / "stats.json").read_text())
