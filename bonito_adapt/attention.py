@@ -14,6 +14,7 @@ Calls without example boundaries (padded batches, generation, evaluation) go to 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 from typing import Any
@@ -59,7 +60,9 @@ def _boundaries_from_positions(position_ids, total: int):
     return cu, int(cu.diff().max())
 
 
+@functools.cache
 def _kernel():
+    """The kernel and its keyword names (they changed between torch 2.11 and 2.12); looked up once."""
     from torch.nn.attention.varlen import varlen_attn
 
     return varlen_attn, set(inspect.signature(varlen_attn).parameters)

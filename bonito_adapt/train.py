@@ -146,9 +146,10 @@ def resolve_setup(config: TrainConfig, cuda: bool, world_size: int) -> TrainSetu
                             "(torch.nn.attention.varlen); set attn_implementation: auto or sdpa")
 
     if config.use_liger_kernel == "auto":
-        liger = cuda and _liger_problem() is None
-        if cuda and (problem := _liger_problem()) and problem != "not installed":
-            _say(f"liger-kernel is installed but unusable here ({problem}); training without it")
+        problem = _liger_problem() if cuda else "unused without CUDA"
+        liger = problem is None
+        if problem and problem.startswith("not importable"):
+            _say(f"liger-kernel is installed but {problem}; training without it")
     else:
         liger = bool(config.use_liger_kernel)
         if liger and (problem := _liger_problem()):
@@ -156,10 +157,8 @@ def resolve_setup(config: TrainConfig, cuda: bool, world_size: int) -> TrainSetu
                             "`pip install -U liger-kernel` or set use_liger_kernel: auto")
 
     micro = config.micro_batch_size
-    if micro == "auto":  # the largest micro-batch that keeps the effective batch exact
-        micro = max(m for m in range(1, config.effective_batch_size + 1)
-                    if config.effective_batch_size % (m * world_size) == 0) \
-            if config.effective_batch_size % world_size == 0 else 1
+    if micro == "auto":  # the whole step in one forward per process (1 when the processes do not divide it)
+        micro = config.effective_batch_size // world_size if config.effective_batch_size % world_size == 0 else 1
     accumulation = _accumulation(config.effective_batch_size, micro, world_size)
     return TrainSetup(
         cuda=cuda, quantization=quantization, optimizer=optimizer, bf16=cuda, attn_implementation=attn,
