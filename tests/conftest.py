@@ -104,3 +104,15 @@ def write_recipe(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: the CI box has 2 shared cores, and oversubscribed OpenMP threads make tiny
+    models up to 30x slower (subprocesses started by tests use one thread too: same numerics)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

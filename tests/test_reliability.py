@@ -44,15 +44,7 @@ DOCUMENTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The CI box has 2 shared cores; the subprocesses use one thread too (same numerics)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------ helpers

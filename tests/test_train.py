@@ -19,15 +19,7 @@ from bonito_adapt.train_config import TrainConfig
 WORDS = "the contract party shall not disclose confidential information agreement term notice".split()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The CI box has 2 shared cores; oversubscribed OpenMP threads make tiny models 30x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
