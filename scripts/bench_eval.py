@@ -52,11 +52,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_bench.py, also when loaded by path
+from _bench import run_worker  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local model folder and data file only
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -265,11 +267,7 @@ def _child(args, path: str) -> dict:
                    "--model", args.model, "--data-file", args.data_file, "--task", args.task,
                    "--limit", str(args.limit), "--warmup", str(args.warmup), "--device", args.device,
                    "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode or not out.is_file():
-            tail = done.stderr.strip().splitlines()
-            return {"error": tail[-1] if tail else f"exit {done.returncode}", "stderr_tail": done.stderr[-3000:]}
-        return json.loads(out.read_text())
+        return run_worker(command, result_file=out)
 
 
 def agreement(a: list[dict], b: list[dict]) -> dict:

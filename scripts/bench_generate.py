@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_bench.py, also when loaded by path
+from _bench import run_worker  # noqa: E402
+
 VARIANTS: dict[str, dict] = {
     "continuous": {"continuous_batching": True},  # transformers generate_batch (opt-in)
     "padded-b64": {"continuous_batching": False, "batch_size": 64},
@@ -78,11 +81,7 @@ def run_reference(args) -> dict:
 def _child(args, variant: str) -> dict:
     command = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--prompts", str(args.prompts),
                "--new-tokens", str(args.new_tokens), "--seed", str(args.seed)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
-                "stderr_tail": done.stderr[-2000:]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_worker(command)
 
 
 def main() -> None:

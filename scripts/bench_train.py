@@ -29,6 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_bench.py, also when loaded by path
+from _bench import run_worker  # noqa: E402
+
 # name -> train-stage settings on top of the recipe defaults (the Bonito card's hyperparameters)
 VARIANTS: dict[str, dict] = {
     "defaults": {},  # what a recipe gets: padding-free, micro-batch auto (16), attention and Liger auto
@@ -126,11 +129,7 @@ def _child(args, variant: str) -> dict:
     command = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--yardsticks",
                args.yardsticks, "--steps", str(args.steps), "--seed", str(args.seed),
                "--lora-alpha", str(args.lora_alpha)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
-                "stderr_tail": done.stderr[-2000:]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_worker(command)
 
 
 def main() -> None:
