@@ -59,25 +59,26 @@ def write_error(path: Path, error: OSError) -> UserError | None:
                      "(finished work is kept)")
 
 
+def _fsync_path(path: Path | str) -> None:
+    """fsync a file (or folder) that is already written and closed."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make a rename durable; some filesystems cannot fsync a folder, which is fine."""
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(folder)
 
 
 def fsync_tree(folder: Path) -> None:
     """fsync every file under `folder` (written by a library that does not), before it is renamed into place."""
     for path in sorted(Path(folder).rglob("*")):
         if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync_path(path)
     _fsync_dir(Path(folder))
 
 
@@ -94,11 +95,7 @@ def atomic_output(path: Path):
         raise (write_error(path, error) or error) from None
     try:
         yield Path(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(tmp)
         os.replace(tmp, path)
     except OSError as error:
         Path(tmp).unlink(missing_ok=True)
@@ -209,7 +206,7 @@ class StageRun:
     def start(self) -> Path:
         """Mark the stage as running again: the old manifest goes, partial artifacts stay (for resume).
 
-        Temp files of writes cut short by a kill (`.NAME.*.tmp`) are removed; the files they were
+        Temp files of writes cut short by a kill (`.NAME.*.tmp*`) are removed; the files they were
         meant to replace are intact, since a write only lands by rename.
         """
         self.dir.mkdir(parents=True, exist_ok=True)
