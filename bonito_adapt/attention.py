@@ -10,6 +10,13 @@ builds against one CUDA/torch pair). PyTorch >= 2.10 ships the same kernel as
 `AttentionInterface` as `attn_implementation="varlen"`.
 
 Calls without example boundaries (padded batches, generation, evaluation) go to SDPA unchanged.
+
+For generation, `attn_implementation="sdpa_decode"` is SDPA whose one-token decode steps run
+grouped-query attention on the key/value heads: the query heads that share a key/value head become
+that head's query rows, instead of copying every cached key and value once per query head
+(`repeat_kv`), which is what transformers' SDPA path does under torch.compile and whenever a
+padding mask is present. On a GQA model (Llama-3.1-8B: 32 query heads, 8 key/value heads) that
+copy is 4x the whole KV cache per step, the largest cost of a large-batch decode step.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ import importlib.util
 import inspect
 from typing import Any
 
-__all__ = ["VARLEN", "varlen_supported", "register_varlen_attention", "varlen_attention_forward"]
+__all__ = ["VARLEN", "DECODE_SDPA", "varlen_supported", "register_varlen_attention", "varlen_attention_forward",
+           "register_decode_attention", "decode_attention_forward"]
 
 VARLEN = "varlen"
+DECODE_SDPA = "sdpa_decode"
 
 
 def varlen_supported() -> bool:
@@ -108,3 +117,36 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling:
     cu_k = cu_seq_k.to(device=q.device, dtype=torch.int32)
     out = kernel(q.contiguous(), k.contiguous(), v.contiguous(), cu_q, cu_k, int(max_q), int(max_k), **options)
     return out.unsqueeze(0), None
+
+
+def register_decode_attention() -> str:
+    """Make `attn_implementation="sdpa_decode"` known to transformers; returns the name."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(DECODE_SDPA, decode_attention_forward)
+    AttentionMaskInterface.register(DECODE_SDPA, sdpa_mask)
+    return DECODE_SDPA
+
+
+def decode_attention_forward(module, query, key, value, attention_mask, scaling: float | None = None,
+                             dropout: float = 0.0, **kwargs: Any):
+    """transformers attention function: one-token GQA steps on the key/value heads, everything else through SDPA."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    groups = query.shape[1] // key.shape[1]
+    one_token = query.shape[2] == 1
+    mask_per_head = attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] != 1
+    if groups == 1 or not one_token or mask_per_head or kwargs.get("position_bias") is not None \
+            or kwargs.get("softcap") is not None or (dropout and module.training):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    import torch
+
+    batch, heads, _, dim = query.shape
+    # Query head h uses key/value head h // groups (transformers' repeat_kv order), so the `groups`
+    # query heads of one key/value head become its `groups` query rows; a (batch, 1, 1, keys) mask
+    # broadcasts over them unchanged.
+    packed = query.reshape(batch, heads // groups, groups, dim)
+    out = torch.nn.functional.scaled_dot_product_attention(packed, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None

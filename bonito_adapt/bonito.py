@@ -26,7 +26,8 @@ from .prompts import full_task_type
 
 __all__ = ["Bonito"]
 
-_TOP_LEVEL = ("tokenizer", "gguf_file", "dtype", "load_in_4bit", "batch_size", "trust_remote_code", "style")
+_TOP_LEVEL = ("tokenizer", "gguf_file", "dtype", "load_in_4bit", "batch_size", "compile_decode", "continuous_batching",
+              "trust_remote_code", "style")
 _SAMPLING_FIELDS = ("n", "temperature", "top_p", "max_tokens", "seed")
 
 

@@ -128,12 +128,23 @@ class GenerateConfig(Section):
         "auto", description="Weights dtype; auto: bf16 on GPU, fp32 on CPU."
     )
     load_in_4bit: bool = Field(False, description="transformers engine: load the generator in 4-bit (needs CUDA).")
-    batch_size: int = Field(16, ge=1, description="transformers engine: prompts per batch (padded batches only).")
+    batch_size: int = Field(
+        16, ge=1,
+        description="transformers engine: prompts per batch (padded batches only). On a GPU, larger is faster "
+        "while the KV cache fits: 256 for an 8B generator on an 80 GB card (docs/performance.md).",
+    )
     continuous_batching: bool = Field(
         False,
         description="transformers engine: continuous batching (transformers' `generate_batch`, paged KV cache) "
         "instead of length-sorted padded batches. Off by default: on an H100 it measured no faster "
         "(docs/performance.md); for throughput use vllm or an OpenAI-compatible server.",
+    )
+    compile_decode: bool | Literal["auto"] = Field(
+        "auto",
+        description="transformers engine: a static KV cache and a torch.compile'd decode step (CUDA graphs), "
+        "transformers' own fast path; prompts are prefilled in groups of similar length. The compile takes about "
+        "a minute for an 8B model when the process starts; if it fails, generation goes on uncompiled. "
+        "auto: on with a CUDA GPU unless load_in_4bit.",
     )
     trust_remote_code: bool = Field(False, description="Allow model repositories to run their own code.")
     shard_size: int = Field(256, ge=1, description="Passages per output shard; a rerun resumes after the last full shard.")

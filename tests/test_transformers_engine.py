@@ -154,3 +154,102 @@ def test_continuous_batching_returns_n_seeded_samples_in_prompt_order(tiny_model
     # Results follow the prompt, not the scheduler: reversed prompts give reversed greedy answers.
     greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=4)
     assert continuous.generate_token_ids(ids[::-1], greedy) == continuous.generate_token_ids(ids, greedy)[::-1]
+
+
+# ------------------------------------------------------------------ decode attention, compiled decode
+
+
+def test_engine_decodes_with_gqa_on_the_key_value_heads(engine):
+    assert engine.model.config._attn_implementation == "sdpa_decode"
+
+
+def test_decode_attention_equals_sdpa_with_repeated_kv_under_a_padding_mask():
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from bonito_adapt.attention import decode_attention_forward
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, keys, dim = 3, 8, 2, 11, 16
+    query = torch.randn(batch, heads, 1, dim)
+    key, value = torch.randn(batch, kv_heads, keys, dim), torch.randn(batch, kv_heads, keys, dim)
+    mask = torch.ones(batch, 1, 1, keys, dtype=torch.bool)
+    mask[0, ..., :4] = False  # left padding of different widths
+    mask[2, ..., :9] = False
+    module = SimpleNamespace(num_key_value_groups=heads // kv_heads, training=False, is_causal=True)
+    out, _ = decode_attention_forward(module, query, key, value, mask, scaling=0.25)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, repeat_kv(key, 4), repeat_kv(value, 4), attn_mask=mask, scale=0.25).transpose(1, 2)
+    assert out.shape == (batch, 1, heads, dim)
+    torch.testing.assert_close(out, expected)
+
+
+def test_compiled_decode_gives_the_eager_greedy_answers(tiny_model_dir, engine):
+    # torch.compile of the decode step on CPU (transformers' static cache path); batch 3 of 4 prompts
+    # leaves a short last batch, which is filled up to keep one compiled shape.
+    compiled = TransformersEngine(_config(tiny_model_dir, batch_size=3, compile_decode=True))
+    greedy = SamplingConfig(n=2, temperature=0.0, max_tokens=6)
+    assert compiled.generate(PROMPTS, greedy) == engine.generate(PROMPTS, greedy)
+    ids = [compiled.encode(p) for p in PROMPTS]
+    sampling = SamplingConfig(n=2, temperature=1.0, top_p=0.9, max_tokens=5, seed=1)
+    first = compiled.generate_token_ids(ids, sampling, ignore_eos=True)
+    assert [[len(s) for s in samples] for samples in first] == [[5, 5]] * len(PROMPTS)
+    assert compiled.generate_token_ids(ids, sampling, ignore_eos=True) == first
+
+
+def test_compiled_decode_prefills_similar_length_groups_into_the_static_cache(tiny_model_dir, engine, monkeypatch):
+    import functools
+
+    from transformers import DynamicCache
+
+    from bonito_adapt.engines import transformers_engine
+
+    monkeypatch.setattr(transformers_engine, "PREFILL_TOKENS", 12)  # a few rows per prefill forward
+    compiled = TransformersEngine(_config(tiny_model_dir, batch_size=4, compile_decode=True))
+    prefills, calls = [], []
+    real_forward, real_generate = compiled.model.forward, compiled.model.generate
+
+    @functools.wraps(real_forward)  # keeps the signature the engine reads
+    def forward(**kwargs):
+        if any(isinstance(value, DynamicCache) for value in kwargs.values()):  # the engine's prefill, not generate's
+            prefills.append(kwargs["input_ids"].shape)
+        return real_forward(**kwargs)
+
+    monkeypatch.setattr(compiled.model, "forward", forward)
+    monkeypatch.setattr(compiled.model, "generate", lambda **kw: calls.append(kw) or real_generate(**kw))
+    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=5)
+    assert compiled.generate(PROMPTS, greedy) == engine.generate(PROMPTS, greedy)
+    lengths = sorted((len(compiled.encode(p)) for p in PROMPTS), reverse=True)
+    assert len(prefills) > 1 and prefills[0][1] == lengths[0] - 1  # groups, each as wide as its longest row
+    assert sum(shape[0] for shape in prefills) == len(PROMPTS)
+    assert "cache_implementation" not in calls[0]  # generate() continues from the filled cache
+    # n samples per prompt: the prompt is prefilled once and its cache rows repeated.
+    ids = [compiled.encode(p) for p in PROMPTS]
+    sampling = SamplingConfig(n=3, temperature=1.0, top_p=0.9, max_tokens=4, seed=2)
+    samples = compiled.generate_token_ids(ids, sampling, ignore_eos=True)
+    assert [[len(s) for s in per] for per in samples] == [[4, 4, 4]] * len(PROMPTS)
+    assert compiled.generate_token_ids(ids, sampling, ignore_eos=True) == samples
+
+
+def test_compile_decode_auto_is_on_only_for_a_cuda_gpu(engine):
+    assert engine.config.compile_decode == "auto" and engine.compile_decode is False  # CPU
+
+
+def test_a_failing_compile_falls_back_to_uncompiled_generation(tiny_model_dir, engine, monkeypatch, caplog):
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    compiled = TransformersEngine(_config(tiny_model_dir, batch_size=2, compile_decode=True))
+    real_generate = compiled.model.generate
+
+    def no_compiler(**kwargs):
+        if "compile_config" in kwargs:
+            raise BackendCompilerFailed(lambda *a: None, RuntimeError("Failed to find C compiler"), None)
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(compiled.model, "generate", no_compiler)
+    sampling = SamplingConfig(n=2, temperature=1.0, top_p=0.9, max_tokens=4, seed=5)
+    with caplog.at_level("WARNING"):
+        assert compiled.generate(PROMPTS, sampling) == engine.generate(PROMPTS, sampling)
+    assert compiled.compile_decode is False
+    assert "torch.compile failed" in caplog.text and "compile_decode: false" in caplog.text

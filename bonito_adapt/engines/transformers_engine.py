@@ -1,23 +1,36 @@
 """In-process generation with Hugging Face transformers (the default engine without vLLM).
 
 Prompts are sorted by length and generated in batches with left padding, so each batch wastes
-little compute on padding. `continuous_batching: true` uses transformers' `generate_batch` instead
-(paged KV cache, a new prompt starts as soon as one finishes); it measured no faster on an H100
-with transformers 5.17 (docs/performance.md), so it is opt-in. bf16 on GPU, fp32 on CPU (`dtype: auto`); optional 4-bit loading
-through bitsandbytes on CUDA. Sampling is seeded once per `generate` call, so the same prompts
-with the same seed give the same completions (the generate stage seeds each shard, which makes a
-resumed run equal to an uninterrupted one).
+little compute on padding. On a GPU (`compile_decode: auto`) the decode step runs compiled over a
+static KV cache (transformers' own fast path: torch.compile with CUDA graphs), and the prompts of
+a batch are prefilled in groups of similar length straight into that cache; one-token decode steps
+attend on the key/value heads (`attention.py`, `sdpa_decode`). `continuous_batching: true` uses
+transformers' `generate_batch` instead (paged KV cache); it measured no faster on an H100
+(docs/performance.md), so it is opt-in. bf16 on GPU, fp32 on CPU (`dtype: auto`); optional 4-bit
+loading through bitsandbytes on CUDA. Sampling is seeded once per `generate` call, so the same
+prompts with the same seed give the same completions (the generate stage seeds each shard, which
+makes a resumed run equal to an uninterrupted one).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
+import logging
 
+from ..attention import register_decode_attention
 from ..errors import UserError, missing_extra
 from ..generate_config import GenerateConfig, SamplingConfig
 from ..models import load_causal_lm, load_tokenizer, torch_dtype
 
 __all__ = ["TransformersEngine"]
+
+logger = logging.getLogger(__name__)
+
+# Prompt tokens (rows x columns) prefilled in one forward by the compiled path. The forward's
+# activations and the keys/values it returns sit beside the full static cache until copied in:
+# for an 8B model, 32k tokens take about 7 GB, and GEMMs of 32k rows still run at full speed.
+PREFILL_TOKENS = 32768
 
 
 class TransformersEngine:
@@ -43,6 +56,11 @@ class TransformersEngine:
         if not config.load_in_4bit:
             self.model.to(self.device)
         self.model.eval()
+        auto = config.compile_decode == "auto"
+        self.compile_decode = (self.device == "cuda" and not config.load_in_4bit) if auto else config.compile_decode
+        if self.model.config._attn_implementation == "sdpa" and not config.continuous_batching:
+            # One-token decode steps attend on the key/value heads instead of copying the KV cache per query head.
+            self.model.set_attn_implementation(register_decode_attention())
         self._stop_ids = self._eos_ids()
         # Ids dropped from completions: padding and end-of-sequence markers. Other special tokens
         # (Bonito's <|pipe|> is one) are kept, because the parser needs them.
@@ -122,13 +140,27 @@ class TransformersEngine:
                    "temperature": None if greedy else sampling.temperature, "top_p": None if greedy else sampling.top_p}
         if ignore_eos:
             options["min_new_tokens"] = sampling.max_tokens
+        from torch._dynamo.exc import TorchDynamoException
+
         torch.manual_seed(sampling.seed)
         if self.continuous_batching:
             # Not under inference_mode: the batching thread updates its static tensors in place.
             results = self._generate_continuous(prompt_ids, options, sampling.seed, per_prompt)
         else:
             with torch.inference_mode():
-                results = self._generate_padded(prompt_ids, options, per_prompt)
+                try:
+                    results = self._generate_padded(prompt_ids, options, per_prompt)
+                except TorchDynamoException as error:
+                    if not self.compile_decode:
+                        raise
+                    # A compiler problem (no C compiler for Triton, an unsupported op) should not stop
+                    # the stage: the same batches run uncompiled, reseeded, so results stay reproducible.
+                    logger.warning("generate.compile_decode: torch.compile failed (%s); generating uncompiled "
+                                   "(set generate.compile_decode: false to skip the attempt)",
+                                   str(error).strip().splitlines()[0][:200])
+                    self.compile_decode = False
+                    torch.manual_seed(sampling.seed)
+                    results = self._generate_padded(prompt_ids, options, per_prompt)
         return [r * sampling.n if greedy else r for r in results]
 
     def _pad_id(self) -> int:
@@ -142,21 +174,102 @@ class TransformersEngine:
         order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
         results: list[list[list[int]]] = [[] for _ in prompt_ids]
         batch_size = self.config.batch_size
+        if self.compile_decode:
+            cache_length = self._cache_length(max(map(len, prompt_ids)) + options["max_new_tokens"])
+            options = {**options, **self._compile_options(cache_length)}
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            width = max(len(prompt_ids[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), self._pad_id(), dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, index in enumerate(batch):
+            rows = list(batch)
+            if self.compile_decode:
+                # A short last batch is filled up with copies of its shortest prompt (outputs dropped):
+                # the compiled decode step keeps one shape instead of compiling again.
+                rows += [batch[-1]] * (batch_size - len(batch))
+            width = max(len(prompt_ids[i]) for i in rows)
+            input_ids = torch.full((len(rows), width), self._pad_id(), dtype=torch.long)
+            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for row, index in enumerate(rows):
                 ids = prompt_ids[index]
                 input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
                 attention_mask[row, width - len(ids):] = 1
-            output = self.model.generate(input_ids=input_ids.to(self.model.device),
-                                         attention_mask=attention_mask.to(self.model.device), **options)
+            input_ids, attention_mask = input_ids.to(self.model.device), attention_mask.to(self.model.device)
+            call = options
+            if self.compile_decode:
+                call = self._with_static_cache(input_ids, attention_mask, per_prompt, cache_length, options)
+                if call is not options:  # prompts were expanded to n rows each, and the cache holds them
+                    input_ids = input_ids.repeat_interleave(per_prompt, dim=0)
+                    attention_mask = attention_mask.repeat_interleave(per_prompt, dim=0)
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **call)
             new_tokens = output[:, width:].tolist()
             for row, index in enumerate(batch):
                 results[index] = new_tokens[row * per_prompt:(row + 1) * per_prompt]
         return results
+
+    @staticmethod
+    def _cache_length(longest: int) -> int:
+        """Static cache length in steps of 256 tokens: calls with a slightly longer prompt reuse the compiled step."""
+        return -(-longest // 256) * 256
+
+    def _compile_options(self, cache_length: int) -> dict:
+        """generate() options for a static KV cache and a compiled decode step (transformers' own fast path)."""
+        from transformers import CompileConfig, GenerationConfig
+
+        compile_config = CompileConfig()
+        if self.device != "cuda":
+            compile_config._compile_all_devices = True  # transformers compiles only on accelerators by default
+        options = {"cache_implementation": "static", "compile_config": compile_config}
+        if hasattr(GenerationConfig(), "max_cache_len"):  # transformers >= 5.20
+            options["max_cache_len"] = cache_length
+        return options
+
+    def _with_static_cache(self, input_ids, attention_mask, per_prompt: int, cache_length: int, options: dict) -> dict:
+        """generate() options with a static cache that already holds all but each prompt's last token.
+
+        generate() would prefill the whole padded batch in one forward: a large batch's prompts of
+        mixed lengths are mostly padding (256 prompts of 64-1024 tokens: 60% padding), and the
+        activations of that forward must fit beside the full-length static cache. Prefilling groups
+        of similar-length rows (the batch is sorted) costs only their own padding and a bounded
+        amount of memory; the keys and values go to the rows' places in the cache (each row's
+        tokens end at the same column, as in the left-padded batch), and generate() continues from
+        the cache with the last prompt token, as it does for a reused prompt cache. Falls back to
+        generate()'s own prefill where the cache is not plain full-attention layers (sliding windows).
+        """
+        from transformers import DynamicCache, StaticCache
+        from transformers.cache_utils import StaticLayer
+
+        cache = StaticCache(config=self.model.config, max_cache_len=cache_length)
+        layers = getattr(cache, "layers", None)  # per-layer caches: transformers >= 4.56
+        if not layers or not all(type(layer) is StaticLayer and hasattr(layer, "cumulative_length") for layer in layers):
+            return options
+        cache_kwarg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        rows, width = input_ids.shape
+        lengths = attention_mask.sum(dim=1).tolist()
+        start = 0
+        while start < rows:
+            group_width = int(lengths[start])  # rows are sorted longest first
+            end = min(rows, start + max(1, PREFILL_TOKENS // group_width))
+            columns = slice(width - group_width, width - 1)  # the last column is generate()'s first step
+            mask = attention_mask[start:end, columns]
+            if mask.shape[1]:
+                part = DynamicCache(config=self.model.config)
+                self.model(input_ids=input_ids[start:end, columns], attention_mask=mask,
+                           position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1,
+                           **{cache_kwarg: part})
+                for layer, filled in zip(cache.layers, part.layers, strict=True):
+                    if not layer.is_initialized:
+                        cache.early_initialization(batch_size=rows * per_prompt, num_heads=filled.keys.shape[1],
+                                                   head_dim=filled.keys.shape[-1], dtype=filled.keys.dtype,
+                                                   device=filled.keys.device)
+                    rows_out = slice(start * per_prompt, end * per_prompt)
+                    layer.keys[rows_out, :, columns] = filled.keys.repeat_interleave(per_prompt, dim=0)
+                    layer.values[rows_out, :, columns] = filled.values.repeat_interleave(per_prompt, dim=0)
+                del part
+            start = end
+        if not cache.layers[0].is_initialized:  # one-token prompts: nothing to prefill
+            return options
+        for layer in cache.layers:
+            layer.cumulative_length.fill_(width - 1)
+        call = {key: value for key, value in options.items() if key not in ("cache_implementation", "max_cache_len")}
+        return {**call, "num_return_sequences": 1, cache_kwarg: cache}
 
     def _generate_continuous(self, prompt_ids: list[list[int]], options: dict, seed: int,
                              per_prompt: int) -> list[list[list[int]]]:
