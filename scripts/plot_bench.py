@@ -1,7 +1,7 @@
 """Plot benchmark results (the JSON files the bench_*.py scripts write) as one PNG of tokens/s.
 
-    python scripts/plot_bench.py docs/bench/train_h100.json docs/bench/generate_h100_padded.json \\
-        docs/bench/generate_h100_continuous.json --out docs/bench/throughput.png
+    python scripts/plot_bench.py docs/bench/train_h100.json docs/bench/generate_h100_compiled.json \\
+        docs/bench/eval_h100_mistral7b.json --out docs/bench/throughput.png
 """
 
 from __future__ import annotations
@@ -9,6 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+# bench -> (value plotted, panel title, the yardstick the ratios are taken against)
+PANELS = {
+    "train": ("tokens_per_s", "Q-LoRA training, Mistral-7B shape (tokens/s)", "reference"),
+    "generate": ("gen_tokens_per_s", "Generation, Llama-3.1-8B shape (generated tokens/s)", "reference"),
+    "eval": ("examples_per_s", "Ranked evaluation, Mistral-7B shape (examples/s)", "per-choice"),
+}
 
 
 def main() -> None:
@@ -26,22 +33,21 @@ def main() -> None:
     panels: dict[str, dict[str, tuple[float, float | None]]] = {}
     for file in args.results:
         data = json.loads(Path(file).read_text())
-        key = "tokens_per_s" if data["bench"] == "train" else "gen_tokens_per_s"
-        title = {"train": "Q-LoRA training, Mistral-7B shape (tokens/s)",
-                 "generate": "Generation, Llama-3.1-8B shape (generated tokens/s)"}[data["bench"]]
+        key, title, reference_name = PANELS[data["bench"]]
         panel = panels.setdefault(title, {})
-        reference = data["results"].get("reference", {}).get(key)
+        reference = data["results"].get(reference_name, {}).get(key)
         for name, result in data["results"].items():
-            if key in result and not (name == "reference" and "reference" in panel):
+            if key in result and not (name == reference_name and reference_name in panel):
                 panel[name] = (result[key], reference)
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.8), squeeze=False)
     for ax, (title, values) in zip(axes[0], panels.items(), strict=True):
         names = list(values)
         bars = ax.bar(names, [values[n][0] for n in names],
-                      color=["#999999" if n == "reference" else "#3b75af" for n in names])
+                      color=["#999999" if n.startswith(("reference", "per-choice")) else "#3b75af"
+                             for n in names])
         for bar, name in zip(bars, names, strict=True):
             value, reference = values[name]
-            label = f"{value:,.0f}" + (f"\n{value / reference:.2f}x" if reference else "")
+            label = (f"{value:,.0f}" if value >= 100 else f"{value:.1f}") + (f"\n{value / reference:.2f}x" if reference else "")
             ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                         fontsize=8)
         ax.set_title(title, fontsize=10)
