@@ -254,19 +254,19 @@ class TransformersEngine:
                 self.model(input_ids=input_ids[start:end, columns], attention_mask=mask,
                            position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1,
                            **{cache_kwarg: part})
-                for layer, filled in zip(cache.layers, part.layers, strict=True):
-                    if not layer.is_initialized:
-                        cache.early_initialization(batch_size=rows * per_prompt, num_heads=filled.keys.shape[1],
-                                                   head_dim=filled.keys.shape[-1], dtype=filled.keys.dtype,
-                                                   device=filled.keys.device)
-                    rows_out = slice(start * per_prompt, end * per_prompt)
+                if not layers[0].is_initialized:  # shapes, dtype and device from the first filled group
+                    keys = part.layers[0].keys
+                    cache.early_initialization(batch_size=rows * per_prompt, num_heads=keys.shape[1],
+                                               head_dim=keys.shape[-1], dtype=keys.dtype, device=keys.device)
+                rows_out = slice(start * per_prompt, end * per_prompt)
+                for layer, filled in zip(layers, part.layers, strict=True):
                     layer.keys[rows_out, :, columns] = filled.keys.repeat_interleave(per_prompt, dim=0)
                     layer.values[rows_out, :, columns] = filled.values.repeat_interleave(per_prompt, dim=0)
                 del part
             start = end
-        if not cache.layers[0].is_initialized:  # one-token prompts: nothing to prefill
+        if not layers[0].is_initialized:  # one-token prompts: nothing to prefill
             return options
-        for layer in cache.layers:
+        for layer in layers:
             layer.cumulative_length.fill_(width - 1)
         call = {key: value for key, value in options.items() if key not in ("cache_implementation", "max_cache_len")}
         return {**call, "num_return_sequences": 1, cache_kwarg: cache}
