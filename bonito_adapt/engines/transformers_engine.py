@@ -174,9 +174,13 @@ class TransformersEngine:
         order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
         results: list[list[list[int]]] = [[] for _ in prompt_ids]
         batch_size = self.config.batch_size
+        static_cache = None
         if self.compile_decode:
             cache_length = self._cache_length(max(map(len, prompt_ids)) + options["max_new_tokens"])
             options = {**options, **self._compile_options(cache_length)}
+            # One cache for every batch of this call (same rows, same length): allocated once, and the
+            # compiled step keeps reading the same addresses.
+            static_cache = self._static_cache(cache_length)
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             rows = list(batch)
@@ -193,8 +197,8 @@ class TransformersEngine:
                 attention_mask[row, width - len(ids):] = 1
             input_ids, attention_mask = input_ids.to(self.model.device), attention_mask.to(self.model.device)
             call = options
-            if self.compile_decode:
-                call = self._with_static_cache(input_ids, attention_mask, per_prompt, cache_length, options)
+            if static_cache is not None:
+                call = self._prefilled(static_cache, input_ids, attention_mask, per_prompt, options)
                 if call is not options:  # prompts were expanded to n rows each, and the cache holds them
                     input_ids = input_ids.repeat_interleave(per_prompt, dim=0)
                     attention_mask = attention_mask.repeat_interleave(per_prompt, dim=0)
@@ -221,8 +225,20 @@ class TransformersEngine:
             options["max_cache_len"] = cache_length
         return options
 
-    def _with_static_cache(self, input_ids, attention_mask, per_prompt: int, cache_length: int, options: dict) -> dict:
-        """generate() options with a static cache that already holds all but each prompt's last token.
+    def _static_cache(self, cache_length: int):
+        """An empty static cache for `_prefilled`, or None where its layers are not plain full attention
+        (sliding windows; transformers < 4.56): there generate() prefills and allocates its own."""
+        from transformers import StaticCache
+        from transformers.cache_utils import StaticLayer
+
+        cache = StaticCache(config=self.model.config, max_cache_len=cache_length)
+        layers = getattr(cache, "layers", None)
+        if not layers or not all(type(layer) is StaticLayer and hasattr(layer, "cumulative_length") for layer in layers):
+            return None
+        return cache
+
+    def _prefilled(self, cache, input_ids, attention_mask, per_prompt: int, options: dict) -> dict:
+        """generate() options with `cache` holding all but each prompt's last token.
 
         generate() would prefill the whole padded batch in one forward: a large batch's prompts of
         mixed lengths are mostly padding (256 prompts of 64-1024 tokens: 60% padding), and the
@@ -230,16 +246,12 @@ class TransformersEngine:
         of similar-length rows (the batch is sorted) costs only their own padding and a bounded
         amount of memory; the keys and values go to the rows' places in the cache (each row's
         tokens end at the same column, as in the left-padded batch), and generate() continues from
-        the cache with the last prompt token, as it does for a reused prompt cache. Falls back to
-        generate()'s own prefill where the cache is not plain full-attention layers (sliding windows).
+        the cache with the last prompt token, as it does for a reused prompt cache.
         """
-        from transformers import DynamicCache, StaticCache
-        from transformers.cache_utils import StaticLayer
+        from transformers import DynamicCache
 
-        cache = StaticCache(config=self.model.config, max_cache_len=cache_length)
-        layers = getattr(cache, "layers", None)  # per-layer caches: transformers >= 4.56
-        if not layers or not all(type(layer) is StaticLayer and hasattr(layer, "cumulative_length") for layer in layers):
-            return options
+        layers = cache.layers
+        cache.reset()  # the previous batch's keys and values (a no-op before the first)
         cache_kwarg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         rows, width = input_ids.shape
         lengths = attention_mask.sum(dim=1).tolist()
@@ -264,7 +276,7 @@ class TransformersEngine:
                     layer.values[rows_out, :, columns] = filled.values.repeat_interleave(per_prompt, dim=0)
                 del part
             start = end
-        if not layers[0].is_initialized:  # one-token prompts: nothing to prefill
+        if width == 1:  # one-token prompts: nothing to prefill
             return options
         for layer in layers:
             layer.cumulative_length.fill_(width - 1)
