@@ -33,6 +33,11 @@ VARIANTS: dict[str, dict] = {
     "compiled-b64": {"compile_decode": True, "batch_size": 64},
     "compiled-b128": {"compile_decode": True, "batch_size": 128},
     "compiled-b256": {"compile_decode": True, "batch_size": 256},
+    # the same, with decode attention over the whole static cache (SDPA) instead of only the blocks
+    # each row attends to (FlexAttention): the A/B of attention.FLEX_DECODE
+    "compiled-b256-sdpa": {"compile_decode": True, "batch_size": 256, "flex_decode": False},
+    # the same, with transformers' temperature and top-p warpers instead of NucleusWarper
+    "compiled-b256-hf-top-p": {"compile_decode": True, "batch_size": 256, "nucleus_warper": False},
     # uncompiled: eager decode over transformers' dynamic cache
     "padded-b64": {"compile_decode": False, "batch_size": 64},
     "padded-b256": {"compile_decode": False, "batch_size": 256},
@@ -51,9 +56,16 @@ def run_ours(args, settings: dict) -> dict:
     import torch
     from transformers import AutoConfig
 
+    from bonito_adapt import attention
+    from bonito_adapt.engines import transformers_engine
     from bonito_adapt.engines.transformers_engine import TransformersEngine
     from bonito_adapt.generate_config import GenerateConfig, SamplingConfig
 
+    settings = dict(settings)
+    attention.FLEX_DECODE = settings.pop("flex_decode", True)
+    nucleus_warper = settings.pop("nucleus_warper", True)
+    if not nucleus_warper:
+        transformers_engine.plain_sampling = lambda *a: False
     prompts = make_prompts(args.prompts, AutoConfig.from_pretrained(args.model).vocab_size, args.seed)
     config = GenerateConfig(input={"files": ["unused"]}, task_type="nli", model=args.model, engine="transformers",
                             **settings)
@@ -76,7 +88,8 @@ def run_ours(args, settings: dict) -> dict:
             "expected_tokens": args.prompts * args.new_tokens, "wall_s": round(wall, 2),
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "warmup_s": round(warmup, 1),
             "continuous_batching": engine.continuous_batching, "compile_decode": engine.compile_decode,
-            "batch_size": config.batch_size}
+            "batch_size": config.batch_size, "flex_decode": attention.FLEX_DECODE,
+            "nucleus_warper": nucleus_warper}
 
 
 def run_reference(args) -> dict:

@@ -1,6 +1,6 @@
 """Plot benchmark results (the JSON files the bench_*.py scripts write) as one PNG of tokens/s.
 
-    python scripts/plot_bench.py docs/bench/train_h100.json docs/bench/generate_h100_compiled.json \\
+    python scripts/plot_bench.py docs/bench/train_h100.json docs/bench/generate_h100_final.json \\
         docs/bench/eval_h100_mistral7b.json --out docs/bench/throughput.png
 """
 

@@ -52,7 +52,9 @@ def test_generate_tasks_parses_like_the_original(bonito, monkeypatch):
     assert isinstance(tasks, datasets.Dataset) and tasks.column_names == ["input", "output"]
     index = longer_first[0]
     assert tasks.to_list() == [{"input": f"Does {PASSAGES[index]} allow disclosure?", "output": "No"}]
-    assert calls[0]["max_new_tokens"] == 16 and calls[0]["do_sample"] and calls[0]["temperature"] == 0.5
+    assert calls[0]["max_new_tokens"] == 16 and calls[0]["do_sample"]
+    warper = calls[0]["logits_processor"][0]  # temperature and top-p, applied by the engine's NucleusWarper
+    assert (warper.temperature, warper.top_p) == (0.5, 0.95)
 
 
 def test_sampling_params_from_a_vllm_like_object(bonito, monkeypatch):

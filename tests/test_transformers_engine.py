@@ -253,3 +253,122 @@ def test_a_failing_compile_falls_back_to_uncompiled_generation(tiny_model_dir, e
         assert compiled.generate(PROMPTS, sampling) == engine.generate(PROMPTS, sampling)
     assert compiled.compile_decode is False
     assert "torch.compile failed" in caplog.text and "compile_decode: false" in caplog.text
+
+
+def test_flex_decode_reads_only_the_attended_blocks_and_equals_sdpa():
+    # A static cache of 3 blocks: row 0 attends to all of it, row 1 starts in block 1, row 2 only
+    # reaches into block 2 (its first two blocks are padding, never read), row 3 attends to nothing yet.
+    from torch.nn.attention import flex_attention as flex
+
+    from bonito_adapt.attention import DECODE_BLOCK, flex_decode_attention
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, dim = 4, 8, 2, 16
+    keys = 3 * DECODE_BLOCK
+    query = torch.randn(batch, heads, 1, dim)
+    key, value = torch.randn(batch, kv_heads, keys, dim), torch.randn(batch, kv_heads, keys, dim)
+    position = torch.arange(keys)
+    first = torch.tensor([0, DECODE_BLOCK + 5, 2 * DECODE_BLOCK + 3, keys])
+    newest = 2 * DECODE_BLOCK + 40  # positions after it are not generated yet
+    keep = (position >= first[:, None]) & (position <= newest)
+    seen = []
+    real = flex.flex_attention
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(flex, "flex_attention", lambda *a, block_mask, **kw: seen.append(block_mask) or real(*a, block_mask=block_mask, **kw))
+    try:
+        out = torch.compile(flex_decode_attention, fullgraph=True)(query, key, value, keep, 0.25)
+        eager = flex_decode_attention(query, key, value, keep, 0.25)
+    finally:
+        monkey.undo()
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=keep[:, None, None, :], scale=0.25, enable_gqa=True).transpose(1, 2)
+    expected[3] = 0  # a row with nothing to attend to gives zeros, not NaN
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(eager, expected)
+    block_mask = seen[-1]
+    visited = (block_mask.kv_num_blocks + block_mask.full_kv_num_blocks).flatten().tolist()
+    assert visited == [3, 2, 1, 0]
+
+
+def test_compiled_engine_decodes_through_flex_attention(tiny_model_dir, engine, monkeypatch):
+    from bonito_adapt import attention
+
+    traced = []
+    real = attention.flex_decode_attention
+    monkeypatch.setattr(attention, "flex_decode_attention", lambda *a: traced.append(a[1].shape) or real(*a))
+    compiled = TransformersEngine(_config(tiny_model_dir, batch_size=4, compile_decode=True))
+    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=5)
+    assert compiled.generate(PROMPTS, greedy) == engine.generate(PROMPTS, greedy)
+    assert traced and traced[0][2] % attention.DECODE_BLOCK == 0  # the compiled step's attention, over the static cache
+
+
+# ------------------------------------------------------------------ nucleus sampling
+
+
+def _transformers_top_p(scores, temperature, top_p):
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    return TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, scores.clone()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("temperature", "top_p"), [(0.5, 0.95), (0.7, 0.9), (1.0, 0.3), (1.3, 1.0)])
+def test_nucleus_warper_equals_transformers_temperature_and_top_p(dtype, temperature, top_p):
+    from bonito_adapt.engines.nucleus import NucleusWarper
+
+    torch.manual_seed(0)
+    # Logits as a model returns them (in its dtype, then float32), some masked out as min_new_tokens does.
+    scores = (torch.randn(6, 3000) * 2).to(dtype).float()
+    scores[:, :3] = -float("inf")
+    scores[0] = scores[0].sort().values  # sorted input and a one-hot-like row are edge cases too
+    scores[1, 7] = 40.0
+    warper = NucleusWarper(temperature, top_p)
+    out = warper(None, scores.clone())
+    assert warper._key_dtype == (dtype if top_p < 1 else None)  # 16-bit logits sort as 16-bit keys
+    expected = _transformers_top_p(scores, temperature, top_p)
+    # Kept values are transformers' values; the only extra tokens kept are ties of the lowest kept
+    # score, which transformers splits by sort position (16-bit logits tie often).
+    kept, kept_there = torch.isfinite(out), torch.isfinite(expected)
+    assert (kept_there & ~kept).sum() == 0
+    torch.testing.assert_close(out[kept_there], expected[kept_there])
+    lowest = out.masked_fill(~kept, float("inf")).min(dim=-1, keepdim=True).values
+    assert torch.equal(out[kept & ~kept_there], lowest.expand_as(out)[kept & ~kept_there])
+    if dtype == torch.float32:  # no ties: the same filter exactly
+        torch.testing.assert_close(out, expected)
+
+
+def test_nucleus_warper_keeps_every_token_tied_with_the_last_kept_one():
+    from bonito_adapt.engines.nucleus import NucleusWarper
+
+    scores = torch.tensor([[0.0, 0.0, 0.0, 0.0, -9.0]])  # 4 equal tokens: top_p 0.5 needs 2 of them
+    out = NucleusWarper(1.0, 0.5)(None, scores)
+    assert torch.isfinite(out[0, :4]).all() and out[0, 4] == -float("inf")
+    assert torch.isfinite(_transformers_top_p(scores, 1.0, 0.5)[0]).sum() in (2, 3)  # by sort position
+
+
+def test_engine_samples_through_the_nucleus_warper_with_transformers_draws(tiny_model_dir, monkeypatch):
+    # Same seed, same tokens as transformers' own warpers: the filter is the same and the draw is transformers'.
+    from bonito_adapt.engines import transformers_engine
+
+    sampling = SamplingConfig(n=3, temperature=0.7, top_p=0.9, max_tokens=6, seed=4)
+    engine = TransformersEngine(_config(tiny_model_dir, batch_size=2))
+    warped = []
+    real = engine._warped
+    monkeypatch.setattr(engine, "_warped", lambda options: warped.append(real(options)) or warped[-1])
+    ours = engine.generate(PROMPTS, sampling)
+    assert "logits_processor" in warped[0] and warped[0]["top_p"] == 1.0
+    monkeypatch.setattr(transformers_engine, "plain_sampling", lambda *a: False)
+    assert engine.generate(PROMPTS, sampling) == ours
+
+
+def test_generation_config_with_a_repetition_penalty_keeps_transformers_warpers(tiny_model_dir):
+    from bonito_adapt.engines.nucleus import plain_sampling
+
+    engine = TransformersEngine(_config(tiny_model_dir, batch_size=2))
+    options = {"do_sample": True, "temperature": 0.5, "top_p": 0.95, "top_k": None}
+    assert plain_sampling(engine.model.generation_config, options)
+    engine.model.generation_config.repetition_penalty = 1.2
+    assert not plain_sampling(engine.model.generation_config, options)
+    assert engine._warped(options) is options
+    assert not plain_sampling(engine.model.generation_config, {**options, "top_k": 50})
+

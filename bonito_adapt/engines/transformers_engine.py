@@ -4,7 +4,9 @@ Prompts are sorted by length and generated in batches with left padding, so each
 little compute on padding. On a GPU (`compile_decode: auto`) the decode step runs compiled over a
 static KV cache (transformers' own fast path: torch.compile with CUDA graphs), and the prompts of
 a batch are prefilled in groups of similar length straight into that cache; one-token decode steps
-attend on the key/value heads (`attention.py`, `sdpa_decode`). `continuous_batching: true` uses
+attend on the key/value heads and, compiled, read only the cache blocks each row uses
+(`attention.py`, `sdpa_decode`). Temperature and top-p go through `nucleus.py`, transformers'
+filter with a cheaper sort. `continuous_batching: true` uses
 transformers' `generate_batch` instead (paged KV cache); it measured no faster on an H100
 (docs/performance.md), so it is opt-in. bf16 on GPU, fp32 on CPU (`dtype: auto`); optional 4-bit
 loading through bitsandbytes on CUDA. Sampling is seeded once per `generate` call, so the same
@@ -22,6 +24,7 @@ from ..attention import register_decode_attention
 from ..errors import UserError, missing_extra
 from ..generate_config import GenerateConfig, SamplingConfig
 from ..models import load_causal_lm, load_tokenizer, torch_dtype
+from .nucleus import NucleusWarper, plain_sampling
 
 __all__ = ["TransformersEngine"]
 
@@ -202,11 +205,21 @@ class TransformersEngine:
                 if call is not options:  # prompts were expanded to n rows each, and the cache holds them
                     input_ids = input_ids.repeat_interleave(per_prompt, dim=0)
                     attention_mask = attention_mask.repeat_interleave(per_prompt, dim=0)
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **call)
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **self._warped(call))
             new_tokens = output[:, width:].tolist()
             for row, index in enumerate(batch):
                 results[index] = new_tokens[row * per_prompt:(row + 1) * per_prompt]
         return results
+
+    def _warped(self, options: dict) -> dict:
+        """generate() options with temperature and top-p done by `NucleusWarper` (same filter, cheaper sort),
+        where nothing else in the generation config changes logits; otherwise unchanged."""
+        if not options.get("do_sample") or not plain_sampling(self.model.generation_config, options):
+            return options
+        from transformers import LogitsProcessorList
+
+        warper = NucleusWarper(options["temperature"], options["top_p"])
+        return {**options, "temperature": 1.0, "top_p": 1.0, "logits_processor": LogitsProcessorList([warper])}
 
     @staticmethod
     def _cache_length(longest: int) -> int:
@@ -247,6 +260,9 @@ class TransformersEngine:
         amount of memory; the keys and values go to the rows' places in the cache (each row's
         tokens end at the same column, as in the left-padded batch), and generate() continues from
         the cache with the last prompt token, as it does for a reused prompt cache.
+
+        The prefill forward stays eager: compiled for dynamic shapes it cost minutes of compile
+        (whole model) or ran slower (layer by layer), measured in docs/performance.md.
         """
         from transformers import DynamicCache
 
