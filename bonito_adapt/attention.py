@@ -148,7 +148,8 @@ def register_decode_attention() -> str:
 
 def decode_attention_forward(module, query, key, value, attention_mask, scaling: float | None = None,
                              dropout: float = 0.0, **kwargs: Any):
-    """transformers attention function: one-token GQA steps on the key/value heads, everything else through SDPA."""
+    """transformers attention function: one-token steps through FlexAttention when compiled, else GQA on the
+    key/value heads through SDPA; everything else through SDPA."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 

@@ -255,7 +255,8 @@ def test_a_failing_compile_falls_back_to_uncompiled_generation(tiny_model_dir, e
     assert "torch.compile failed" in caplog.text and "compile_decode: false" in caplog.text
 
 
-def test_flex_decode_reads_only_the_attended_blocks_and_equals_sdpa():
+@pytest.mark.parametrize(("heads", "kv_heads"), [(8, 2), (4, 4)])  # grouped-query and multi-head
+def test_flex_decode_reads_only_the_attended_blocks_and_equals_sdpa(heads, kv_heads, monkeypatch):
     # A static cache of 3 blocks: row 0 attends to all of it, row 1 starts in block 1, row 2 only
     # reaches into block 2 (its first two blocks are padding, never read), row 3 attends to nothing yet.
     from torch.nn.attention import flex_attention as flex
@@ -263,7 +264,7 @@ def test_flex_decode_reads_only_the_attended_blocks_and_equals_sdpa():
     from bonito_adapt.attention import DECODE_BLOCK, flex_decode_attention
 
     torch.manual_seed(0)
-    batch, heads, kv_heads, dim = 4, 8, 2, 16
+    batch, dim = 4, 16
     keys = 3 * DECODE_BLOCK
     query = torch.randn(batch, heads, 1, dim)
     key, value = torch.randn(batch, kv_heads, keys, dim), torch.randn(batch, kv_heads, keys, dim)
@@ -273,13 +274,10 @@ def test_flex_decode_reads_only_the_attended_blocks_and_equals_sdpa():
     keep = (position >= first[:, None]) & (position <= newest)
     seen = []
     real = flex.flex_attention
-    monkey = pytest.MonkeyPatch()
-    monkey.setattr(flex, "flex_attention", lambda *a, block_mask, **kw: seen.append(block_mask) or real(*a, block_mask=block_mask, **kw))
-    try:
-        out = torch.compile(flex_decode_attention, fullgraph=True)(query, key, value, keep, 0.25)
-        eager = flex_decode_attention(query, key, value, keep, 0.25)
-    finally:
-        monkey.undo()
+    monkeypatch.setattr(flex, "flex_attention",
+                        lambda *a, block_mask, **kw: seen.append(block_mask) or real(*a, block_mask=block_mask, **kw))
+    out = torch.compile(flex_decode_attention, fullgraph=True)(query, key, value, keep, 0.25)
+    eager = flex_decode_attention(query, key, value, keep, 0.25)
     expected = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, attn_mask=keep[:, None, None, :], scale=0.25, enable_gqa=True).transpose(1, 2)
     expected[3] = 0  # a row with nothing to attend to gives zeros, not NaN
