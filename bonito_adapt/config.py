@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from ._schema import Section, local_path
 from .errors import UserError
@@ -29,11 +29,22 @@ class Recipe(Section):
 
     name: str = Field(..., min_length=1, description="Run name, shown in reports.")
     output_dir: str = Field(..., description="Run directory; each stage writes into output_dir/<stage>/.")
-    seed: int = Field(0, description="Global seed (stages may override).")
+    seed: int = Field(0, description="Global seed: when set, the seed of every stage that does not set its own "
+                      "(generate.sampling.seed, train.seed, evaluate.seed); when not set, each stage keeps its "
+                      "own default.")
     generate: GenerateConfig | None = None
     train: TrainConfig | None = None
     evaluate: EvaluateConfig | None = None
     report: ReportConfig | None = None
+
+    @model_validator(mode="after")
+    def _seed_stages(self) -> Recipe:
+        if "seed" in self.model_fields_set:
+            sections = (self.generate.sampling if self.generate else None, self.train, self.evaluate)
+            for section in sections:
+                if section is not None and "seed" not in section.model_fields_set:
+                    section.seed = self.seed
+        return self
 
     def stages(self) -> list[str]:
         """The stages this recipe configures, in pipeline order."""

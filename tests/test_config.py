@@ -36,6 +36,14 @@ def test_overrides_beat_yaml(write_recipe):
     assert recipe.generate.sampling.n == 3 and recipe.generate.task_type == "exqa" and recipe.seed == 7
 
 
+def test_recipe_seed_seeds_every_stage_that_sets_none(write_recipe):
+    stages = {"train": {}, "evaluate": {"tasks": ["pubmed_qa"]}}
+    recipe = load_recipe(write_recipe({**MINIMAL, **stages, "seed": 7}), ["train.seed=3"])
+    assert (recipe.generate.sampling.seed, recipe.train.seed, recipe.evaluate.seed) == (7, 3, 7)
+    unseeded = load_recipe(write_recipe({**MINIMAL, **stages}))  # no global seed: each stage's default
+    assert (unseeded.generate.sampling.seed, unseeded.train.seed, unseeded.evaluate.seed) == (0, 42, 1234)
+
+
 def test_parse_overrides_nested_and_typed():
     assert parse_overrides(["a.b.c=1", "a.b.d=[x, y]", "e=true"]) == {"a": {"b": {"c": 1, "d": ["x", "y"]}}, "e": True}
     with pytest.raises(UserError, match="not key=value"):
