@@ -15,6 +15,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    # datasets and transformers give their loggers a stderr handler the first time they are used.
+    # Made inside a test that captures output (capsys), that handler would keep writing to the
+    # test's closed capture stream, and later log records print "--- Logging error ---". Bind
+    # them now, to the session's stderr.
+    import datasets  # noqa: F401
+    import transformers  # noqa: F401
+    from datasets.utils import logging as datasets_logging
+    from transformers.utils import logging as transformers_logging
+
+    datasets_logging.get_logger()
+    transformers_logging.get_logger()
 SMOLLM2_DIR = Path(os.environ.get("BONITO_ADAPT_SMOLLM2", ROOT / "models" / "SmolLM2-135M-Instruct"))
 
 # Minimal ChatML template so "prompted"/"chat" code paths work on tiny models too.
