@@ -14,15 +14,16 @@ Artifacts in `run_dir/generate/`:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .config import Recipe
 from .corpus import Passage, input_fingerprint, load_documents, make_passages
-from .engines import Engine, load_engine
+from .engines import Engine, load_engine, resolve_engine_name
 from .errors import UserError
 from .generate_config import GenerateConfig, SamplingConfig
 from .prompted import prompted_prompt, prompted_task
@@ -140,18 +141,25 @@ def _shard_rows(passages: list[Passage], first_index: int, generations: list[lis
 
 
 def generate_shards(passages: list[Passage], engine: Engine, task_format: TaskFormat, sampling: SamplingConfig,
-                    shards_dir: Path, shard_size: int) -> dict[str, float]:
-    """Generate every missing shard; return this call's generated tokens and seconds."""
+                    shards_dir: Path, shard_size: int, rank: int = 0, processes: int = 1,
+                    before_generating: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Generate every missing shard (of this process's share: shard i goes to process i % processes);
+    return this call's generated tokens and seconds. `before_generating` runs once the missing shards
+    are known (processes side by side wait there, so that none counts another's new shard as resumed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     shard_count = (len(passages) + shard_size - 1) // shard_size
-    missing = [i for i in range(shard_count) if not _shard_path(shards_dir, i).is_file()]
-    done_passages = len(passages) - sum(len(passages[i * shard_size:(i + 1) * shard_size]) for i in missing)
+    missing_everywhere = [i for i in range(shard_count) if not _shard_path(shards_dir, i).is_file()]
+    missing = [i for i in missing_everywhere if i % processes == rank]
+    share = [i for i in range(shard_count) if i % processes == rank]
+    done_passages = sum(len(passages[i * shard_size:(i + 1) * shard_size]) for i in share if i not in missing)
+    before_generating()
     generated_tokens, seconds = 0, 0.0
     columns = (TextColumn("generate"), BarColumn(), MofNCompleteColumn(), TextColumn("passages"),
                TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:
-        bar = progress.add_task("generate", total=len(passages), completed=done_passages)
+        total = sum(len(passages[i * shard_size:(i + 1) * shard_size]) for i in share)
+        bar = progress.add_task("generate", total=total, completed=done_passages)
         for index in missing:
             shard = passages[index * shard_size:(index + 1) * shard_size]
             prompts = [task_format.prompt(p.text) for p in shard]
@@ -166,7 +174,46 @@ def generate_shards(passages: list[Passage], engine: Engine, task_format: TaskFo
                               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
             progress.advance(bar, len(shard))
     return {"generated_tokens_this_run": generated_tokens, "generation_seconds_this_run": seconds,
-            "shards_resumed": shard_count - len(missing), "shards": shard_count}
+            "shards_resumed": shard_count - len(missing_everywhere), "shards": shard_count}
+
+
+def _data_parallel() -> tuple[int, int]:
+    """(this process, processes) under torchrun / `accelerate launch`, joining their process group; (0, 1) alone.
+
+    Each process takes every `processes`-th shard on its own GPU (LOCAL_RANK). The group uses the
+    backend accelerate would (NCCL with CUDA, gloo without), so a train stage after this one in the
+    same launch finds the group it expects.
+    """
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _wait_for_all(processes: int) -> None:
+    if processes > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _summed(throughput: dict[str, float], processes: int) -> dict[str, float]:
+    """Every process's generated tokens added up; seconds are the slowest process's (they ran side by side)."""
+    if processes == 1:
+        return throughput
+    import torch.distributed as dist
+
+    everyone: list[Any] = [None] * processes
+    dist.all_gather_object(everyone, throughput)
+    return {**throughput, "generated_tokens_this_run": sum(t["generated_tokens_this_run"] for t in everyone),
+            "generation_seconds_this_run": max(t["generation_seconds_this_run"] for t in everyone)}
 
 
 def _save_dataset(rows: list[dict[str, Any]], target: Path) -> None:
@@ -204,6 +251,11 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         Console(stderr=True).print(f"generate: skipped (up to date) — {stage.dir}")
         return stage.dir
     started = time.time()
+    rank, processes = _data_parallel()
+    if processes > 1 and resolve_engine_name(config) != "transformers":
+        raise UserError(f"generate.engine {resolve_engine_name(config)} spreads work over GPUs or servers itself: "
+                        "run the generate stage without torchrun / accelerate launch, or use engine: transformers "
+                        "for one generator per process")
     # Input, model and passage problems are found before the stage folder is touched, so a bad
     # rerun leaves a finished stage (and its shards) as they were.
     documents = load_documents(config.input)
@@ -215,11 +267,19 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         if not passages:
             raise UserError(f"generate.input: the {len(documents)} documents hold no text passages (all empty or "
                             f"shorter than chunking.min_chars={config.chunking.min_chars}); check the input")
-        stage.start()
-        shards_dir = _prepare_shards(stage.dir, stage.fingerprint, force)
-        throughput = generate_shards(passages, engine, task_format, config.sampling, shards_dir, config.shard_size)
+        if rank == 0:  # one process clears or keeps the shards; the others look once it has
+            stage.start()
+            _prepare_shards(stage.dir, stage.fingerprint, force)
+        _wait_for_all(processes)
+        shards_dir = stage.dir / _SHARDS
+        throughput = generate_shards(passages, engine, task_format, config.sampling, shards_dir, config.shard_size,
+                                     rank, processes, before_generating=lambda: _wait_for_all(processes))
     finally:
         engine.close()
+    throughput = _summed(throughput, processes)  # also waits for every process's shards
+    if rank != 0:
+        _wait_for_all(processes)  # until process 0 has written the tasks that a train stage next reads
+        return stage.dir
 
     rows = [row for index in range(throughput["shards"]) for row in _read_jsonl(_shard_path(shards_dir, index))]
     task_type = short_task_type(config.task_type)
@@ -270,4 +330,5 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         outputs={"tasks": "tasks.jsonl", "dataset": "dataset", "stats": "stats.json", "shards": _SHARDS},
         extra={"stats": stats},
     )
+    _wait_for_all(processes)
     return stage.dir

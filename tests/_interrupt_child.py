@@ -8,7 +8,8 @@ usable and the kill points deterministic:
   (a random model never writes `<|pipe|>`); `BONITO_TEST_PIPES=0` makes none parse.
 - `BONITO_TEST_DELAY_S`: sleep this long before each generated shard, after each optimizer step, and
   before each evaluated (model, task) pair, so a test can signal while work is in progress.
-- `BONITO_TEST_MARKS`: a folder; `evaluate-<model>-<task>` is created there when a pair starts.
+- `BONITO_TEST_MARKS`: a folder; `evaluate-<model>-<task>` is created there when a pair starts, and
+  `generate-<process>-<seed>` when a shard is generated (process: torchrun's RANK, 0 alone).
 - one torch thread (the CI box has 2 shared cores).
 """
 
@@ -44,6 +45,8 @@ class ShapedEngine:
 
     def generate(self, prompts, sampling):
         time.sleep(self.delay_s)
+        if MARKS:
+            (Path(MARKS) / f"generate-{os.environ.get('RANK', '0')}-{sampling.seed}").touch()
         return [[self._shape(text) for text in samples] for samples in self.inner.generate(prompts, sampling)]
 
     def _shape(self, text: str) -> str:

@@ -285,3 +285,52 @@ def test_quickstart_recipe_with_smollm2(smollm2_dir, tmp_path, capsys):
     for task in tasks:
         assert task["task_type"] == "ynqa" and task["output"] and task["input"].startswith(task["context"])
     assert "parse rate" in capsys.readouterr().out
+
+
+def test_two_processes_under_torchrun_split_the_shards_and_write_one_run(recipe_file, tmp_path, tiny_model_dir):
+    """Data parallel on CPU (gloo): each process generates every other shard with its own engine;
+    the shards, tasks and stats equal one process's run of the same recipe. A train stage next in
+    the same launch trains on them over both processes."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    child = str(Path(__file__).resolve().parent / "_interrupt_child.py")  # shapes completions to parse
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BONITO_TEST_MARKS": str(marks)}
+    parallel, single = recipe_file("parallel.yaml"), recipe_file("single.yaml")
+    with_train = yaml.safe_load(parallel.read_text())
+    with_train["train"] = {"model": str(tiny_model_dir), "quantization": "auto", "max_steps": 2,
+                           "effective_batch_size": 4, "max_length": 64, "gradient_checkpointing": False}
+    parallel.write_text(yaml.safe_dump(with_train))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           child, "run", str(parallel), "--stages", "generate,train"],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    by_process = sorted(mark.name.split("-")[1] for mark in marks.iterdir())
+    assert by_process.count("0") >= 2 and by_process.count("1") >= 2  # each process took its own shards
+    alone = subprocess.run([sys.executable, child, "run", str(single), "--stages", "generate"],
+                           capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+
+    both, one = tmp_path / "out-parallel" / "generate", tmp_path / "out-single" / "generate"
+    shards = sorted(path.name for path in (both / "shards").glob("shard-*.jsonl"))
+    assert len(shards) == len(by_process) and shards == sorted(path.name for path in (one / "shards").glob("shard-*.jsonl"))
+    assert _shard_rows(both) == _shard_rows(one)
+    assert (both / "tasks.jsonl").read_text() == (one / "tasks.jsonl").read_text()
+    stats, stats_alone = (json.loads((d / "stats.json").read_text()) for d in (both, one))
+    assert stats["generated_tokens"] == stats_alone["generated_tokens"] and stats["shards_resumed"] == 0
+    assert json.loads((both / "manifest.json").read_text())["counts"]["tasks"] == stats["tasks"] > 0
+    trained = json.loads((tmp_path / "out-parallel" / "train" / "stats.json").read_text())
+    assert trained["setup"]["world_size"] == 2 and trained["steps"] == 2
+
+
+def test_engines_that_spread_work_themselves_refuse_a_multi_process_launch(recipe_file, monkeypatch):
+    monkeypatch.setattr(generate, "_data_parallel", lambda: (1, 2))
+    recipe = load_recipe(recipe_file(engine="openai", openai={"base_urls": ["http://127.0.0.1:9/v1"]}))
+    with pytest.raises(UserError, match="without torchrun / accelerate launch, or use engine: transformers"):
+        generate.run(recipe, recipe.run_dir)
+    assert not (recipe.run_dir / "generate").exists()
