@@ -177,43 +177,49 @@ def generate_shards(passages: list[Passage], engine: Engine, task_format: TaskFo
             "shards_resumed": shard_count - len(missing_everywhere), "shards": shard_count}
 
 
-def _data_parallel() -> tuple[int, int]:
-    """(this process, processes) under torchrun / `accelerate launch`, joining their process group; (0, 1) alone.
+class _Processes:
+    """This process among those of a torchrun / `accelerate launch` (rank 0 of 1 when run alone).
 
-    Each process takes every `processes`-th shard on its own GPU (LOCAL_RANK). The group uses the
-    backend accelerate would (NCCL with CUDA, gloo without), so a train stage after this one in the
-    same launch finds the group it expects.
+    Each process takes every `count`-th shard on its own GPU (LOCAL_RANK). The launch's process
+    group gets the backend accelerate would choose (NCCL with CUDA, gloo without), so a train stage
+    next in the same launch finds the group it expects. Waiting for each other goes through a gloo
+    group of its own with a long timeout: a process that finishes its shards first may wait for the
+    others' last shard for longer than NCCL's default 10 minutes.
     """
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
-    if processes <= 1:
-        return 0, 1
-    import torch
-    import torch.distributed as dist
 
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    def __init__(self):
+        self.rank, self.count, self._group = 0, int(os.environ.get("WORLD_SIZE", "1")), None
+        if self.count <= 1:
+            self.count = 1
+            return
+        from datetime import timedelta
 
-
-def _wait_for_all(processes: int) -> None:
-    if processes > 1:
+        import torch
         import torch.distributed as dist
 
-        dist.barrier()
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.rank, self.count = dist.get_rank(), dist.get_world_size()
+        self._group = dist.new_group(backend="gloo", timeout=timedelta(days=1))
 
+    def wait_for_all(self) -> None:
+        if self._group is not None:
+            import torch.distributed as dist
 
-def _summed(throughput: dict[str, float], processes: int) -> dict[str, float]:
-    """Every process's generated tokens added up; seconds are the slowest process's (they ran side by side)."""
-    if processes == 1:
-        return throughput
-    import torch.distributed as dist
+            dist.barrier(group=self._group)
 
-    everyone: list[Any] = [None] * processes
-    dist.all_gather_object(everyone, throughput)
-    return {**throughput, "generated_tokens_this_run": sum(t["generated_tokens_this_run"] for t in everyone),
-            "generation_seconds_this_run": max(t["generation_seconds_this_run"] for t in everyone)}
+    def summed(self, throughput: dict[str, float]) -> dict[str, float]:
+        """Every process's generated tokens added up; seconds are the slowest process's (they ran side by side)."""
+        if self._group is None:
+            return throughput
+        import torch.distributed as dist
+
+        everyone: list[Any] = [None] * self.count
+        dist.all_gather_object(everyone, throughput, group=self._group)
+        return {**throughput, "generated_tokens_this_run": sum(t["generated_tokens_this_run"] for t in everyone),
+                "generation_seconds_this_run": max(t["generation_seconds_this_run"] for t in everyone)}
 
 
 def _save_dataset(rows: list[dict[str, Any]], target: Path) -> None:
@@ -251,8 +257,8 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         Console(stderr=True).print(f"generate: skipped (up to date) — {stage.dir}")
         return stage.dir
     started = time.time()
-    rank, processes = _data_parallel()
-    if processes > 1 and resolve_engine_name(config) != "transformers":
+    processes = _Processes()
+    if processes.count > 1 and resolve_engine_name(config) != "transformers":
         raise UserError(f"generate.engine {resolve_engine_name(config)} spreads work over GPUs or servers itself: "
                         "run the generate stage without torchrun / accelerate launch, or use engine: transformers "
                         "for one generator per process")
@@ -267,18 +273,18 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         if not passages:
             raise UserError(f"generate.input: the {len(documents)} documents hold no text passages (all empty or "
                             f"shorter than chunking.min_chars={config.chunking.min_chars}); check the input")
-        if rank == 0:  # one process clears or keeps the shards; the others look once it has
+        if processes.rank == 0:  # one process clears or keeps the shards; the others look once it has
             stage.start()
             _prepare_shards(stage.dir, stage.fingerprint, force)
-        _wait_for_all(processes)
+        processes.wait_for_all()
         shards_dir = stage.dir / _SHARDS
         throughput = generate_shards(passages, engine, task_format, config.sampling, shards_dir, config.shard_size,
-                                     rank, processes, before_generating=lambda: _wait_for_all(processes))
+                                     processes.rank, processes.count, before_generating=processes.wait_for_all)
     finally:
         engine.close()
-    throughput = _summed(throughput, processes)  # also waits for every process's shards
-    if rank != 0:
-        _wait_for_all(processes)  # until process 0 has written the tasks that a train stage next reads
+    throughput = processes.summed(throughput)  # also waits for every process's shards
+    if processes.rank != 0:
+        processes.wait_for_all()  # until process 0 has written the tasks that a train stage next reads
         return stage.dir
 
     rows = [row for index in range(throughput["shards"]) for row in _read_jsonl(_shard_path(shards_dir, index))]
@@ -330,5 +336,5 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         outputs={"tasks": "tasks.jsonl", "dataset": "dataset", "stats": "stats.json", "shards": _SHARDS},
         extra={"stats": stats},
     )
-    _wait_for_all(processes)
+    processes.wait_for_all()
     return stage.dir

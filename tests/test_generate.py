@@ -329,7 +329,10 @@ def test_two_processes_under_torchrun_split_the_shards_and_write_one_run(recipe_
 
 
 def test_engines_that_spread_work_themselves_refuse_a_multi_process_launch(recipe_file, monkeypatch):
-    monkeypatch.setattr(generate, "_data_parallel", lambda: (1, 2))
+    class SecondOfTwo:
+        rank, count = 1, 2
+
+    monkeypatch.setattr(generate, "_Processes", SecondOfTwo)
     recipe = load_recipe(recipe_file(engine="openai", openai={"base_urls": ["http://127.0.0.1:9/v1"]}))
     with pytest.raises(UserError, match="without torchrun / accelerate launch, or use engine: transformers"):
         generate.run(recipe, recipe.run_dir)
