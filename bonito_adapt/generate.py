@@ -151,17 +151,19 @@ def generate_shards(passages: list[Passage], engine: Engine, task_format: TaskFo
     shard_count = (len(passages) + shard_size - 1) // shard_size
     missing_everywhere = [i for i in range(shard_count) if not _shard_path(shards_dir, i).is_file()]
     missing = [i for i in missing_everywhere if i % processes == rank]
-    share = [i for i in range(shard_count) if i % processes == rank]
-    done_passages = sum(len(passages[i * shard_size:(i + 1) * shard_size]) for i in share if i not in missing)
     before_generating()
+
+    def shard_of(index: int) -> list[Passage]:
+        return passages[index * shard_size:(index + 1) * shard_size]
+
+    share = sum(len(shard_of(i)) for i in range(rank, shard_count, processes))
     generated_tokens, seconds = 0, 0.0
     columns = (TextColumn("generate"), BarColumn(), MofNCompleteColumn(), TextColumn("passages"),
                TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:
-        total = sum(len(passages[i * shard_size:(i + 1) * shard_size]) for i in share)
-        bar = progress.add_task("generate", total=total, completed=done_passages)
+        bar = progress.add_task("generate", total=share, completed=share - sum(len(shard_of(i)) for i in missing))
         for index in missing:
-            shard = passages[index * shard_size:(index + 1) * shard_size]
+            shard = shard_of(index)
             prompts = [task_format.prompt(p.text) for p in shard]
             started = time.perf_counter()
             generations = engine.generate(prompts, sampling.model_copy(update={"seed": shard_seed(sampling.seed, index)}))
@@ -258,8 +260,8 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         return stage.dir
     started = time.time()
     processes = _Processes()
-    if processes.count > 1 and resolve_engine_name(config) != "transformers":
-        raise UserError(f"generate.engine {resolve_engine_name(config)} spreads work over GPUs or servers itself: "
+    if processes.count > 1 and (engine_name := resolve_engine_name(config)) != "transformers":
+        raise UserError(f"generate.engine {engine_name} spreads work over GPUs or servers itself: "
                         "run the generate stage without torchrun / accelerate launch, or use engine: transformers "
                         "for one generator per process")
     # Input, model and passage problems are found before the stage folder is touched, so a bad
