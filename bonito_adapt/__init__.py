@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .prompts import TASK_TYPES, bonito_prompt, parse_bonito_output
+from .generate.task_format import TASK_TYPES, bonito_prompt, parse_bonito_output
 
 __version__ = "0.1.0"
 __all__ = ["Bonito", "TASK_TYPES", "bonito_prompt", "parse_bonito_output", "__version__"]

@@ -7,8 +7,9 @@
 
 As in the original, each row of `text_dataset` is one prompt (no passage splitting) and the result
 is a `datasets.Dataset` with the columns `input` and `output`, holding only generations with
-exactly one `<|pipe|>`. Unlike the original, which keeps only the first of `n` samples, every
-parsed sample is returned.
+exactly one `<|pipe|>`, every parsed one of the `n` samples per row (as the original does since
+v0.0.2). `{{context}}` is replaced by the passage in the output as well as the input, as the
+current original does (its fix for text_gen outputs that were the literal `{{context}}`).
 """
 
 from __future__ import annotations
@@ -18,38 +19,40 @@ from typing import Any
 from pydantic import ValidationError
 
 from .engines import load_engine
+from .engines.spec import EngineSpec, OpenAIConfig, SamplingConfig, TransformersSettings, VLLMConfig
 from .errors import UserError
-from .generate import TaskFormat
-from .generate_config import GenerateConfig, InputConfig, SamplingConfig, VLLMConfig
-from .generate_config import OpenAIConfig as _OpenAIConfig
-from .prompts import full_task_type
+from .generate.task_format import TaskFormat, full_task_type
 
 __all__ = ["Bonito"]
 
-_TOP_LEVEL = ("tokenizer", "gguf_file", "dtype", "load_in_4bit", "batch_size", "compile_decode", "continuous_batching",
-              "trust_remote_code", "style")
+_MODEL_FIELDS = ("tokenizer", "gguf_file", "dtype", "trust_remote_code")
 _SAMPLING_FIELDS = ("n", "temperature", "top_p", "max_tokens", "seed")
 
 
-def _engine_config(model: str, engine: str, engine_kwargs: dict[str, Any]) -> GenerateConfig:
-    """Sort keyword arguments into the GenerateConfig fields and its vllm/openai sections."""
-    top, vllm, openai = {}, {}, {}
+def _engine_spec(model: str, engine_kwargs: dict[str, Any]) -> tuple[EngineSpec, str]:
+    """Sort keyword arguments into an EngineSpec (model fields, each engine's settings) and the style."""
+    top, transformers, vllm, openai = {}, {}, {}, {}
+    style = engine_kwargs.pop("style", "bonito")
     for key, value in engine_kwargs.items():
-        if key in _TOP_LEVEL:
+        if key in _MODEL_FIELDS:
             top[key] = value
+        elif key in TransformersSettings.model_fields:
+            transformers[key] = value
         elif key in VLLMConfig.model_fields:
             vllm[key] = value
         elif key == "base_url":
             openai["base_urls"] = [value]
-        elif key in _OpenAIConfig.model_fields:
+        elif key in OpenAIConfig.model_fields:
             openai[key] = value
         else:
-            accepted = sorted({*_TOP_LEVEL, *VLLMConfig.model_fields, *_OpenAIConfig.model_fields, "base_url"})
+            accepted = sorted({*_MODEL_FIELDS, "style", *TransformersSettings.model_fields, *VLLMConfig.model_fields,
+                               *OpenAIConfig.model_fields, "base_url"})
             raise UserError(f"Bonito: unknown engine argument {key!r}; accepted: {', '.join(accepted)}")
+    if style not in ("bonito", "prompted"):
+        raise UserError(f"Bonito: invalid arguments: style: must be 'bonito' or 'prompted' (got {style!r})")
     try:
-        # The engine never reads `input` or `task_type`; placeholders satisfy the recipe schema.
-        return GenerateConfig(input=InputConfig(dataset="<in-memory>"), task_type="qa", model=model, engine=engine,
-                              vllm=vllm, openai=openai, **top)
+        return EngineSpec(model=model, transformers=transformers, vllm=vllm, openai=openai, origin="Bonito",
+                          **top), style
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise UserError(f"Bonito: invalid arguments: {problems}") from None
@@ -85,8 +88,11 @@ class Bonito:
     """
 
     def __init__(self, model: str, engine: str = "transformers", **engine_kwargs: Any):
-        self.config = _engine_config(model, engine, engine_kwargs)
-        self.engine = load_engine(self.config)
+        if engine not in ("auto", "vllm", "transformers", "openai"):
+            raise UserError(f"Bonito: invalid arguments: engine: must be auto, vllm, transformers or openai "
+                            f"(got {engine!r})")
+        self.spec, self.style = _engine_spec(model, dict(engine_kwargs))
+        self.engine = load_engine(engine, self.spec)
 
     def generate_tasks(self, text_dataset, context_col: str, task_type: str, sampling_params: Any = None):
         """Return a `datasets.Dataset` of `input`/`output` tasks, one per parsed generation."""
@@ -96,8 +102,8 @@ class Bonito:
             raise UserError(f"Bonito.generate_tasks: column {context_col!r} is not in the dataset; its columns are "
                             f"{', '.join(text_dataset.column_names)}")
         full_task_type(task_type)  # an unknown task type fails here, in one line
-        config = self.config.model_copy(update={"task_type": task_type})
-        task_format = TaskFormat(config, tokenizer=getattr(self.engine, "tokenizer", None))
+        task_format = TaskFormat(self.style, task_type, tokenizer=getattr(self.engine, "tokenizer", None),
+                                 spec=self.spec)
         contexts = [str(text) for text in text_dataset[context_col]]
         generations = self.engine.generate([task_format.prompt(c) for c in contexts], _sampling(sampling_params))
         rows = []

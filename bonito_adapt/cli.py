@@ -50,7 +50,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True, soft_wrap=True)
     if args.command == "tasks":
-        from .prompts import TASK_TYPES
+        from .generate.task_format import TASK_TYPES
 
         for short, full in TASK_TYPES.items():
             print(f"{short:<14} {full}")

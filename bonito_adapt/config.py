@@ -14,10 +14,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from ._schema import Section, local_path
 from .errors import UserError
-from .evaluate_config import EvaluateConfig
-from .generate_config import GenerateConfig
-from .report_config import ReportConfig
-from .train_config import TrainConfig
+from .evaluate.config import EvaluateConfig
+from .generate.config import GenerateConfig
+from .report.config import ReportConfig
+from .train.config import TrainConfig
 
 __all__ = ["Recipe", "STAGES", "load_recipe", "parse_overrides"]
 

@@ -108,8 +108,10 @@ def run_lm_eval(args) -> dict:
 
     import torch
 
-    from bonito_adapt import evaluate
-    from bonito_adapt.evaluate_config import EvaluateConfig
+    from bonito_adapt.evaluate import stage, tasks
+    from bonito_adapt.evaluate.config import EvaluateConfig
+    from bonito_adapt.evaluate.models import build_lm
+    from bonito_adapt.evaluate.results import results_summary, sample_record
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     device, dtype = _device_and_dtype(args)
@@ -117,8 +119,8 @@ def run_lm_eval(args) -> dict:
                          batch_size=_batch_size(args.batch_size), dtype=dtype,
                          data_files={args.task: args.data_file})
     spec = {"name": "base", "model": args.model, "gguf_file": None, "adapter": None, "prompt_format": "plain"}
-    manager = evaluate.task_manager(cfg.tasks)
-    lm = evaluate._build_lm(spec, cfg, device, dtype)
+    manager = tasks.task_manager(cfg.tasks)
+    lm = build_lm(spec, cfg, device, dtype)
 
     clock = {"scoring_s": 0.0, "forwards": 0, "sequences": 0, "padded_tokens": 0}
     loglikelihood, model_call = lm.loglikelihood, lm._model_call
@@ -139,21 +141,21 @@ def run_lm_eval(args) -> dict:
 
     lm.loglikelihood, lm._model_call = timed_loglikelihood, counted_model_call
     if args.warmup:
-        evaluate._evaluate_one(lm, manager, args.task, cfg.model_copy(update={"limit": args.warmup}), "plain")
+        stage._evaluate_one(lm, manager, args.task, cfg.model_copy(update={"limit": args.warmup}), "plain")
     clock.update(scoring_s=0.0, forwards=0, sequences=0, padded_tokens=0)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
     start = time.perf_counter()
-    raw = evaluate._evaluate_one(lm, manager, args.task, cfg, "plain")
+    raw = stage._evaluate_one(lm, manager, args.task, cfg, "plain")
     _sync(device)
     wall = time.perf_counter() - start
 
-    records = [evaluate._sample_record(template, sample)
+    records = [sample_record(template, sample)
                for template, items in sorted((raw.get("samples") or {}).items()) for sample in items]
     predictions = [{"template": r["template"], "doc_id": r["doc_id"], "target": r["target"],
                     "prediction": r.get("prediction"), "loglikelihoods": r.get("loglikelihoods")} for r in records]
-    summary = evaluate.results_summary(raw, args.task)
+    summary = results_summary(raw, args.task)
     return {
         "wall_s": round(wall, 3),
         "scoring_s": round(clock["scoring_s"], 3),
@@ -172,10 +174,10 @@ def run_lm_eval(args) -> dict:
 
 def _examples(args, limit: int) -> list[dict]:
     """(template, doc_id, prompt, choices, target) for the first `limit` docs of every template."""
-    from bonito_adapt import evaluate
+    from bonito_adapt.evaluate.tasks import load_task_objects, task_manager
 
-    manager = evaluate.task_manager([args.task])
-    task_object = evaluate.load_task_objects(manager, args.task, args.data_file)
+    manager = task_manager([args.task])
+    task_object = load_task_objects(manager, args.task, args.data_file)
     examples = []
     for task in _leaf_tasks(task_object):
         docs = task.eval_docs

@@ -34,7 +34,7 @@ VARIANTS: dict[str, dict] = {
     "compiled-b128": {"compile_decode": True, "batch_size": 128},
     "compiled-b256": {"compile_decode": True, "batch_size": 256},
     # the same, with decode attention over the whole static cache (SDPA) instead of only the blocks
-    # each row attends to (FlexAttention): the A/B of attention.FLEX_DECODE
+    # each row attends to (FlexAttention): the A/B of decode_attention.FLEX_DECODE
     "compiled-b256-sdpa": {"compile_decode": True, "batch_size": 256, "flex_decode": False},
     # the same, with transformers' temperature and top-p warpers instead of NucleusWarper
     "compiled-b256-hf-top-p": {"compile_decode": True, "batch_size": 256, "nucleus_warper": False},
@@ -56,39 +56,36 @@ def run_ours(args, settings: dict) -> dict:
     import torch
     from transformers import AutoConfig
 
-    from bonito_adapt import attention
-    from bonito_adapt.engines import transformers_engine
-    from bonito_adapt.engines.transformers_engine import TransformersEngine
-    from bonito_adapt.generate_config import GenerateConfig, SamplingConfig
+    from bonito_adapt.engines.spec import EngineSpec, SamplingConfig
+    from bonito_adapt.engines.transformers_engine import TransformersEngine, decode_attention, engine
 
     settings = dict(settings)
-    attention.FLEX_DECODE = settings.pop("flex_decode", True)
+    decode_attention.FLEX_DECODE = settings.pop("flex_decode", True)
     nucleus_warper = settings.pop("nucleus_warper", True)
     if not nucleus_warper:
-        transformers_engine.plain_sampling = lambda *a: False
+        engine.plain_sampling = lambda *a: False
     prompts = make_prompts(args.prompts, AutoConfig.from_pretrained(args.model).vocab_size, args.seed)
-    config = GenerateConfig(input={"files": ["unused"]}, task_type="nli", model=args.model, engine="transformers",
-                            **settings)
-    engine = TransformersEngine(config)
+    spec = EngineSpec(model=args.model, transformers=settings)
+    generator = TransformersEngine(spec)
     sampling = SamplingConfig(n=1, temperature=0.5, top_p=0.95, max_tokens=args.new_tokens, seed=args.seed)
     # Warm-up on 4 prompts, as the yardstick does; the 4 longest, so that a compiled decode step is
     # compiled here for the cache length of the timed run. Its time (compile included) is reported.
     longest = sorted(prompts, key=len, reverse=True)[:4]
     start = time.perf_counter()
-    engine.generate_token_ids(longest, sampling, ignore_eos=True)
+    generator.generate_token_ids(longest, sampling, ignore_eos=True)
     torch.cuda.synchronize()
     warmup = time.perf_counter() - start
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    completions = engine.generate_token_ids(prompts, sampling, ignore_eos=True)
+    completions = generator.generate_token_ids(prompts, sampling, ignore_eos=True)
     torch.cuda.synchronize()
     wall = time.perf_counter() - start
     generated = sum(len(c) for per_prompt in completions for c in per_prompt)
     return {"gen_tokens_per_s": round(generated / wall, 1), "generated_tokens": generated,
             "expected_tokens": args.prompts * args.new_tokens, "wall_s": round(wall, 2),
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "warmup_s": round(warmup, 1),
-            "continuous_batching": engine.continuous_batching, "compile_decode": engine.compile_decode,
-            "batch_size": config.batch_size, "flex_decode": attention.FLEX_DECODE,
+            "continuous_batching": generator.continuous_batching, "compile_decode": generator.compile_decode,
+            "batch_size": spec.transformers.batch_size, "flex_decode": decode_attention.FLEX_DECODE,
             "nucleus_warper": nucleus_warper}
 
 

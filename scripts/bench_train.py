@@ -69,8 +69,8 @@ def run_ours(args, settings: dict) -> dict:
     from datasets import Dataset
     from transformers import AutoConfig, TrainerCallback
 
-    from bonito_adapt.train import build_trainer, resolve_setup
-    from bonito_adapt.train_config import TrainConfig
+    from bonito_adapt.train.config import TrainConfig
+    from bonito_adapt.train.trainer import build_trainer, resolve_setup
 
     reference = _load_yardstick(Path(args.yardsticks))
     vocab = AutoConfig.from_pretrained(args.model).vocab_size

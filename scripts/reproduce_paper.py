@@ -21,7 +21,7 @@ Outputs in OUT: `report/` (bonito_adapt's report over every run: per-template ta
 statistics, loss and F1 plots, results.csv) and the paper's table, one row per benchmark with
 base / adapted / delta F1 next to the paper's, as `paper_table.md` and `paper_table.csv`. The
 numbers come from the report's own results.csv (`bonito_adapt.report.report_runs`) and the
-paper's from `bonito_adapt.report.PAPER_F1`.
+paper's from `bonito_adapt.report.paper.REFERENCE_F1` (the Llama-3.1-8B-bonito-v1 model card's table).
 """
 
 from __future__ import annotations
@@ -38,10 +38,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing, too
 
+from bonito_adapt.benchmarks import BENCHMARK_NAMES  # noqa: E402
 from bonito_adapt.errors import UserError  # noqa: E402
-from bonito_adapt.report import PAPER_F1, PAPER_MODEL, report_runs  # noqa: E402
+from bonito_adapt.report import report_runs  # noqa: E402
+from bonito_adapt.report.paper import REFERENCE_F1, REFERENCE_TARGET  # noqa: E402
 
-BENCHMARKS = list(PAPER_F1)  # the paper's table order
+BENCHMARKS = BENCHMARK_NAMES  # the paper's table order
 TABLE_FIELDS = ["benchmark", "status", "target_model", "base_f1", "adapted_f1", "delta_f1",
                 "paper_base_f1", "paper_adapted_f1", "paper_delta_f1", "run_dir"]
 
@@ -137,7 +139,7 @@ def paper_table(out: Path, benchmarks: list[str], failed: dict[str, str] | None 
     matches = []
     for name in benchmarks:
         found = by_benchmark.get(name)
-        paper_base, paper_adapted = PAPER_F1[name]
+        paper_base, paper_adapted = REFERENCE_F1[name]
         base, adapted = (_number(found["base_f1"]), _number(found["adapted_f1"])) if found else (None, None)
         if name in failed:
             status = f"failed ({failed[name]})"
@@ -163,11 +165,11 @@ def paper_table(out: Path, benchmarks: list[str], failed: dict[str, str] | None 
                  row["status"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "F1 in percent (macro-F1; token F1 for SQuADShifts), mean over each benchmark's prompt templates; "
-              f"Δ = adapted − base. Paper: {PAPER_MODEL} before and after training on "
+              f"Δ = adapted − base. Paper: {REFERENCE_TARGET} before and after training on "
               "Llama-3.1-8B-bonito-v1 synthetic tasks (Nayak et al., 2024)."]
     if matches and not all(matches):
         models = sorted({r["target_model"] for r in rows if r["target_model"]})
-        lines.append(f"The target model here ({', '.join(models)}) is not {PAPER_MODEL} in every run, so the "
+        lines.append(f"The target model here ({', '.join(models)}) is not {REFERENCE_TARGET} in every run, so the "
                      "paper's columns are a reference point, not a reproduction target.")
     if any(r["status"] != "done" for r in rows):
         lines.append("Rows without numbers were not run, failed, or have no evaluation results yet.")

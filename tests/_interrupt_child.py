@@ -8,8 +8,9 @@ usable and the kill points deterministic:
   (a random model never writes `<|pipe|>`); `BONITO_TEST_PIPES=0` makes none parse.
 - `BONITO_TEST_DELAY_S`: sleep this long before each generated shard, after each optimizer step, and
   before each evaluated (model, task) pair, so a test can signal while work is in progress.
-- `BONITO_TEST_MARKS`: a folder; `evaluate-<model>-<task>` is created there when a pair starts, and
-  `generate-<process>-<seed>` when a shard is generated (process: torchrun's RANK, 0 alone).
+- `BONITO_TEST_MARKS`: a folder; `evaluate-<model>-<task>` is created there when a pair starts,
+  `generate-<process>-<seed>` when a shard is generated, and `loglikelihood-<process>-<requests>-<n>`
+  when a process scores a batch of ranked requests (process: torchrun's RANK, 0 alone).
 - one torch thread (the CI box has 2 shared cores).
 """
 
@@ -57,15 +58,30 @@ class ShapedEngine:
         self.inner.close()
 
 
+def count_requests(lm) -> None:
+    """Mark how many loglikelihood requests this process scores (lm-eval calls the method by name)."""
+    if getattr(lm, "_counted", False):
+        return
+    real = lm.loglikelihood
+
+    def counted(requests, *args, **kwargs):
+        (Path(MARKS) / f"loglikelihood-{os.environ.get('RANK', '0')}-{len(requests)}-{time.time_ns()}").touch()
+        return real(requests, *args, **kwargs)
+
+    lm.loglikelihood, lm._counted = counted, True
+
+
 def install_hooks() -> None:
     import torch
 
     torch.set_num_threads(1)
 
-    from bonito_adapt import evaluate, generate, train
+    from bonito_adapt import train
     from bonito_adapt.engines.transformers_engine import TransformersEngine
+    from bonito_adapt.evaluate import stage as evaluate
+    from bonito_adapt.generate import stage as generate
 
-    generate.load_engine = lambda config: ShapedEngine(TransformersEngine(config))
+    generate.load_engine = lambda name, spec: ShapedEngine(TransformersEngine(spec))
 
     train_run = train.run
 
@@ -86,6 +102,7 @@ def install_hooks() -> None:
         if MARKS:
             model = "adapted" if prompt_format == "bonito" else "base"
             (Path(MARKS) / f"evaluate-{model}-{task}").touch()
+            count_requests(lm)
         time.sleep(DELAY_S)
         return evaluate_one(lm, manager, task, cfg, prompt_format)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bonito_adapt import Bonito
+from bonito_adapt.engines.spec import SamplingConfig
 from bonito_adapt.errors import UserError
-from bonito_adapt.generate_config import SamplingConfig
 
 PASSAGES = ["The receiving party shall not disclose confidential information.",
             "Materials are returned within thirty days of a written request."]
@@ -93,11 +93,13 @@ def test_engine_arguments_reach_the_right_sections(tiny_model_dir, monkeypatch):
     from bonito_adapt import bonito as bonito_module
 
     seen = []
-    monkeypatch.setattr(bonito_module, "load_engine", lambda config: seen.append(config) or object())
+    monkeypatch.setattr(bonito_module, "load_engine", lambda name, spec: seen.append((name, spec)) or object())
     Bonito("some/model", engine="vllm", tensor_parallel_size=2, max_model_len=4096)
-    Bonito("some/model", engine="openai", base_url="http://127.0.0.1:9/v1", concurrency=4, style="prompted")
-    vllm_config, openai_config = seen
-    assert vllm_config.engine == "vllm" and vllm_config.vllm.tensor_parallel_size == 2
-    assert vllm_config.vllm.max_model_len == 4096 and vllm_config.model == "some/model"
-    assert openai_config.openai.base_urls == ["http://127.0.0.1:9/v1"] and openai_config.openai.concurrency == 4
-    assert openai_config.style == "prompted"
+    prompted = Bonito("some/model", engine="openai", base_url="http://127.0.0.1:9/v1", concurrency=4, style="prompted",
+                      batch_size=8)
+    (vllm_name, vllm_spec), (openai_name, openai_spec) = seen
+    assert vllm_name == "vllm" and vllm_spec.vllm.tensor_parallel_size == 2
+    assert vllm_spec.vllm.max_model_len == 4096 and vllm_spec.model == "some/model"
+    assert openai_name == "openai" and openai_spec.openai.base_urls == ["http://127.0.0.1:9/v1"]
+    assert openai_spec.openai.concurrency == 4 and openai_spec.transformers.batch_size == 8
+    assert prompted.style == "prompted" and openai_spec.origin == "Bonito"

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from bonito_adapt.config import Recipe, load_recipe, parse_overrides
 from bonito_adapt.errors import UserError
-from bonito_adapt.prompts import PIPE, TASK_TYPES, parse_bonito_output
+from bonito_adapt.generate.task_format import PIPE, TASK_TYPES, parse_bonito_output
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

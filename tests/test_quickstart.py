@@ -39,7 +39,7 @@ def test_every_question_quotes_a_paragraph_of_its_document():
 def test_the_task_loads_renders_and_scores_like_the_shipped_benchmarks():
     from lm_eval.api.group import Group
 
-    from bonito_adapt.evaluate import load_task_objects, task_manager
+    from bonito_adapt.evaluate.tasks import load_task_objects, task_manager
 
     manager = task_manager(["quickstart_qa"])  # shipped: no lm-eval index needed
     group = load_task_objects(manager, "quickstart_qa", str(QUESTIONS))
@@ -64,7 +64,7 @@ def test_the_task_loads_renders_and_scores_like_the_shipped_benchmarks():
 
 def test_answers_other_than_yes_or_no_are_refused(tmp_path):
     from bonito_adapt.errors import UserError
-    from bonito_adapt.evaluate import load_task_objects, task_manager
+    from bonito_adapt.evaluate.tasks import load_task_objects, task_manager
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "x", "document": "d", "passage": "p", "question": "q?", "answer": "maybe"}) + "\n")

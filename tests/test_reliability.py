@@ -31,7 +31,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bonito_adapt import cli, generate
+from bonito_adapt import cli
+from bonito_adapt.generate import stage as generate_stage
 from bonito_adapt.rundir import read_manifest
 
 TESTS = Path(__file__).resolve().parent
@@ -78,12 +79,12 @@ def error_line(err: str) -> str:
 
 
 def shaped_engine(pipes: bool = True, delay_s: float = 0.0):
-    """generate.load_engine replacement: the real tiny-model engine, completions shaped to parse (see the child)."""
+    """generate.stage.load_engine replacement: the real tiny-model engine, completions shaped to parse (see the child)."""
     from _interrupt_child import ShapedEngine
 
     from bonito_adapt.engines.transformers_engine import TransformersEngine
 
-    return lambda config: ShapedEngine(TransformersEngine(config), pipes=pipes, delay_s=delay_s)
+    return lambda name, spec: ShapedEngine(TransformersEngine(spec), pipes=pipes, delay_s=delay_s)
 
 
 def write_corpus(folder: Path) -> Path:
@@ -114,7 +115,7 @@ class Finished:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_model_dir) -> Finished:
     """A run with generate and train done (tiny model), whose copies the bad-input cases rerun."""
-    from test_evaluate import PUBMED_RECORDS
+    from _data import PUBMED_RECORDS
 
     root = tmp_path_factory.mktemp("reliability")
     corpus = write_corpus(root / "corpus")
@@ -131,7 +132,7 @@ def finished(tmp_path_factory, tiny_model_dir) -> Finished:
     path = root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(generate, "load_engine", shaped_engine())
+        patch.setattr(generate_stage, "load_engine", shaped_engine())
         assert cli.main(["run", str(path), "--stages", "generate,train"]) == 0
     return Finished(root, path, root / "finished")
 
@@ -273,7 +274,7 @@ def test_bad_input(via, name, finished, tmp_path, capsys):
 
 def test_no_parsed_generation_stops_before_training(finished, tmp_path, capsys, monkeypatch):
     """A corpus where nothing parses: the generate stage stops with the parse rate and a hint; train never starts."""
-    monkeypatch.setattr(generate, "load_engine", shaped_engine(pipes=False))
+    monkeypatch.setattr(generate_stage, "load_engine", shaped_engine(pipes=False))
     run_dir = tmp_path / "fresh"
     code, err = run_cli(["run", str(finished.recipe), "--stages", "generate,train", f"output_dir={run_dir}"], capsys)
     assert code == 2
@@ -321,7 +322,7 @@ def _fail_fsync_of(marker: str):
 
 
 def test_disk_full_while_writing_a_shard_keeps_the_written_shards(finished, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(generate, "load_engine", shaped_engine())
+    monkeypatch.setattr(generate_stage, "load_engine", shaped_engine())
     run_dir = tmp_path / "run"
     argv = ["run", str(finished.recipe), "--stages", "generate", f"output_dir={run_dir}"]
     shards = run_dir / "generate" / "shards"
@@ -353,7 +354,7 @@ def test_disk_full_inside_a_library_is_one_line(finished, tmp_path, capsys, monk
     def save_to_disk(self, path, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{path}/data-00000-of-00001.arrow")
 
-    monkeypatch.setattr(generate, "load_engine", shaped_engine())
+    monkeypatch.setattr(generate_stage, "load_engine", shaped_engine())
     monkeypatch.setattr(datasets.Dataset, "save_to_disk", save_to_disk)
     run_dir = tmp_path / "run"
     code, err = run_cli(["run", str(finished.recipe), "--stages", "generate", f"output_dir={run_dir}"], capsys)
@@ -472,7 +473,7 @@ def test_generate_killed_by_sigterm_then_sigkill_resumes_to_the_uninterrupted_re
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"name": "t", "output_dir": str(tmp_path / "killed"), "generate": section}))
 
-    monkeypatch.setattr(generate, "load_engine", shaped_engine())
+    monkeypatch.setattr(generate_stage, "load_engine", shaped_engine())
     assert cli.main(["run", str(recipe), f"output_dir={tmp_path / 'reference'}"]) == 0
     reference = tmp_path / "reference" / "generate"
 
@@ -504,11 +505,12 @@ def test_generate_killed_by_sigterm_then_sigkill_resumes_to_the_uninterrupted_re
 
 @pytest.mark.slow
 def test_train_killed_by_sigterm_then_sigkill_resumes_to_the_uninterrupted_result(tmp_path, tiny_model_dir):
+    from _data import make_tasks, write_jsonl
     from safetensors.torch import load_file
-    from test_train import make_tasks, write_jsonl
 
     from bonito_adapt import train
     from bonito_adapt.config import load_recipe
+    from bonito_adapt.train.trainer import last_checkpoint
 
     data = write_jsonl(tmp_path / "tasks.jsonl", make_tasks(24))
     fields = {"model": str(tiny_model_dir), "quantization": "auto", "datasets": [{"path": str(data)}],
@@ -527,20 +529,20 @@ def test_train_killed_by_sigterm_then_sigkill_resumes_to_the_uninterrupted_resul
     wait_until(lambda: checkpoint(2), process, tmp_path / "sigterm.log")
     check_sigterm_exit(stop(process, signal.SIGTERM, tmp_path / "sigterm.log"), tmp_path / "sigterm.log")
     assert read_manifest(stage_dir) is None and not checkpoint(6)
-    resumed_first = train.last_checkpoint(stage_dir / "checkpoints")
+    resumed_first = last_checkpoint(stage_dir / "checkpoints")
 
     process = start_child(argv, tmp_path / "sigkill.log", BONITO_TEST_DELAY_S="0.4")
-    wait_until(lambda: train.last_checkpoint(stage_dir / "checkpoints") != resumed_first, process,
+    wait_until(lambda: last_checkpoint(stage_dir / "checkpoints") != resumed_first, process,
                tmp_path / "sigkill.log")
     assert stop(process, signal.SIGKILL, tmp_path / "sigkill.log") == -signal.SIGKILL
     assert read_manifest(stage_dir) is None
-    last = int(train.last_checkpoint(stage_dir / "checkpoints").name.split("-")[1])
+    last = int(last_checkpoint(stage_dir / "checkpoints").name.split("-")[1])
     assert 2 < last < 6
 
     finish(argv, tmp_path / "resume.log")
     stats = json.loads((stage_dir / "stats.json").read_text())
     assert stats["resumed_from_step"] == last and stats["steps"] == 6
-    assert train.last_checkpoint(stage_dir / "checkpoints").name == "checkpoint-6"
+    assert last_checkpoint(stage_dir / "checkpoints").name == "checkpoint-6"
     history = json.loads((stage_dir / "log_history.json").read_text())
     reference_history = json.loads((reference.run_dir / "train" / "log_history.json").read_text())
     assert [e["step"] for e in history if "loss" in e] == [1, 2, 3, 4, 5, 6]
@@ -555,7 +557,7 @@ def test_train_killed_by_sigterm_then_sigkill_resumes_to_the_uninterrupted_resul
 
 @pytest.mark.slow
 def test_evaluate_killed_by_sigterm_then_sigkill_resumes_to_the_uninterrupted_result(tmp_path, tiny_model_dir):
-    from test_evaluate import PUBMED_RECORDS, make_lora_adapter
+    from _data import PUBMED_RECORDS, make_lora_adapter
 
     from bonito_adapt import evaluate
     from bonito_adapt.config import load_recipe
@@ -624,11 +626,12 @@ def test_sigterm_in_process_returns_143_with_a_message(capsys, monkeypatch):
 def test_trust_remote_code_is_off_unless_the_recipe_sets_it(tiny_model_dir, monkeypatch):
     import transformers
 
-    from bonito_adapt import evaluate, train
     from bonito_adapt.engines.transformers_engine import TransformersEngine
-    from bonito_adapt.evaluate_config import EvaluateConfig
-    from bonito_adapt.generate_config import GenerateConfig
-    from bonito_adapt.train_config import TrainConfig
+    from bonito_adapt.evaluate.config import EvaluateConfig
+    from bonito_adapt.evaluate.models import build_lm
+    from bonito_adapt.generate.config import GenerateConfig
+    from bonito_adapt.train.config import TrainConfig
+    from bonito_adapt.train.trainer import _load_model, resolve_setup
 
     seen: list[bool] = []
     for auto in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
@@ -643,13 +646,12 @@ def test_trust_remote_code_is_off_unless_the_recipe_sets_it(tiny_model_dir, monk
     assert not any(section.model_fields["trust_remote_code"].default
                    for section in (GenerateConfig, TrainConfig, EvaluateConfig))
     generate_config = GenerateConfig(input={"files": ["x"]}, task_type="qa", model=str(tiny_model_dir))
-    setup = train.resolve_setup(TrainConfig(quantization="none"), cuda=False, world_size=1)
+    setup = resolve_setup(TrainConfig(quantization="none"), cuda=False, world_size=1)
     spec = {"name": "base", "model": str(tiny_model_dir), "gguf_file": None, "adapter": None, "prompt_format": "plain"}
     loaders = {
-        "generate": lambda: TransformersEngine(generate_config),
-        "train": lambda: train._load_model(TrainConfig(model=str(tiny_model_dir), quantization="none"), setup),
-        "evaluate": lambda: evaluate._build_lm(spec, EvaluateConfig(tasks=["pubmed_qa"], batch_size=1), "cpu",
-                                               "float32"),
+        "generate": lambda: TransformersEngine(generate_config.engine_spec()),
+        "train": lambda: _load_model(TrainConfig(model=str(tiny_model_dir), quantization="none"), setup),
+        "evaluate": lambda: build_lm(spec, EvaluateConfig(tasks=["pubmed_qa"], batch_size=1), "cpu", "float32"),
     }
     for stage, load in loaders.items():
         seen.clear()
@@ -657,7 +659,7 @@ def test_trust_remote_code_is_off_unless_the_recipe_sets_it(tiny_model_dir, monk
         assert seen and seen.count(False) == len(seen), (stage, seen)  # the model (and tokenizer) loads
 
     seen.clear()
-    TransformersEngine(generate_config.model_copy(update={"trust_remote_code": True}))
+    TransformersEngine(generate_config.model_copy(update={"trust_remote_code": True}).engine_spec())
     assert seen and all(seen)
 
 
@@ -737,7 +739,7 @@ def test_keys_and_url_credentials_never_reach_the_run_dir_or_logs(tmp_path, tiny
 
 def test_changing_only_url_credentials_keeps_the_stage_current(tmp_path, tiny_model_dir):
     """Credentials are not part of the config hash either (they are redacted before hashing)."""
-    from bonito_adapt.generate_config import GenerateConfig
+    from bonito_adapt.generate.config import GenerateConfig
     from bonito_adapt.rundir import config_hash
 
     def config(url):

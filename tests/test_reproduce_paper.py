@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bonito_adapt.report import PAPER_F1
+from bonito_adapt.report.paper import REFERENCE_F1
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ["pubmed_qa", "privacy_qa", "squadshifts_nyt", "squadshifts_amazon", "squadshifts_reddit",
@@ -44,7 +44,7 @@ def test_dry_run_lists_the_seven_recipes_in_the_paper_order(script, capsys, tmp_
     for name, cmd in zip(BENCHMARKS, commands, strict=True):
         assert cmd[:4] == [sys.executable, "-m", "bonito_adapt", "run"] and Path(cmd[4]).is_file()
         assert overrides_of(cmd) == {"output_dir": str(tmp_path / name)}
-    assert list(PAPER_F1) == BENCHMARKS
+    assert list(REFERENCE_F1) == BENCHMARKS
 
 
 def test_limit_subset_placeholders_stages_and_force(script, capsys, tmp_path):

@@ -1,17 +1,19 @@
 """Generation engines behind one small interface, resolved by name.
 
-Each engine imports its heavy library (vllm, torch/transformers, httpx) only inside its own
-module, so choosing `openai` never imports vllm and the core stays light.
+Each engine is built from an `EngineSpec` (`spec.py`: the model and each engine's settings, no
+stage's schema) and imports its heavy library (vllm, torch/transformers, httpx) only inside its
+own module, so choosing `openai` never imports vllm and the core stays light.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Protocol, runtime_checkable
 
-from ..generate_config import GenerateConfig, SamplingConfig
+from .spec import EngineSpec, SamplingConfig
 
-__all__ = ["Engine", "ENGINES", "load_engine", "resolve_engine_name"]
+__all__ = ["Engine", "ENGINES", "EngineSpec", "SamplingConfig", "load_engine", "resolve_engine_name"]
 
 # name -> "module:Class", imported only when chosen.
 ENGINES = {
@@ -41,10 +43,10 @@ class Engine(Protocol):
         """Free GPU memory / connections."""
 
 
-def resolve_engine_name(config: GenerateConfig) -> str:
+def resolve_engine_name(name: str) -> str:
     """`auto` means vllm when it is installed and a GPU is present, else transformers."""
-    if config.engine != "auto":
-        return config.engine
+    if name != "auto":
+        return name
     if importlib.util.find_spec("vllm") is not None:
         import torch
 
@@ -53,7 +55,8 @@ def resolve_engine_name(config: GenerateConfig) -> str:
     return "transformers"
 
 
-def load_engine(config: GenerateConfig) -> Engine:
-    module_name, class_name = ENGINES[resolve_engine_name(config)].split(":")
+def load_engine(name: str, spec: EngineSpec) -> Engine:
+    """The engine `name` (vllm, transformers, openai or auto) loaded with `spec`."""
+    module_name, class_name = ENGINES[resolve_engine_name(name)].split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)
-    return engine_class(config)
+    return engine_class(spec)

@@ -41,8 +41,8 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import UserError
-from ..generate_config import GenerateConfig, SamplingConfig, redact_url
 from ..models import load_tokenizer
+from .spec import EngineSpec, SamplingConfig, redact_url
 
 __all__ = ["OpenAIEngine", "redact_url", "CHARS_PER_TOKEN"]
 
@@ -58,12 +58,12 @@ PROBE_RETRIES = 2
 _T = TypeVar("_T")
 
 
-def normalize_base_url(url: str) -> str:
+def normalize_base_url(url: str, field: str = "generate.openai.base_urls") -> str:
     """Accept `http://host:8000` as well as the OpenAI-style `http://host:8000/v1`."""
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UserError(f"generate.openai.base_urls: {redact_url(url)!r} is not an http(s) URL; "
+        raise UserError(f"{field}: {redact_url(url)!r} is not an http(s) URL; "
                         "write e.g. http://127.0.0.1:8000/v1")
     if parts.path in ("", "/"):
         url = urlunsplit((parts.scheme, parts.netloc, "/v1", parts.query, ""))
@@ -116,13 +116,14 @@ class OpenAIEngine:
 
     name = "openai"
 
-    def __init__(self, config: GenerateConfig):
-        self.config = config
-        self.settings = config.openai
-        self.model_name = self.settings.model_name or config.model
-        urls = [normalize_base_url(url) for url in self.settings.base_urls]
+    def __init__(self, spec: EngineSpec):
+        self.spec = spec
+        self.settings = spec.openai
+        self._where = spec.field("openai")  # how messages name these settings
+        self.model_name = self.settings.model_name or spec.model
+        urls = [normalize_base_url(url, f"{self._where}.base_urls") for url in self.settings.base_urls]
         if not urls:
-            raise UserError("generate.openai.base_urls is empty; list at least one server, e.g. http://127.0.0.1:8000/v1")
+            raise UserError(f"{self._where}.base_urls is empty; list at least one server, e.g. http://127.0.0.1:8000/v1")
         self._replicas = [_Replica.from_url(url) for url in dict.fromkeys(urls)]
         self._turn = 0
         self._server_ignores_n = False
@@ -160,14 +161,12 @@ class OpenAIEngine:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _load_local_tokenizer(self):
-        name = self.config.tokenizer or self.config.model
-        field = "generate.tokenizer" if self.config.tokenizer else "generate.model"
+        name, field, gguf_file = self.spec.tokenizer_source
         try:
-            return load_tokenizer(name, field=field, gguf_file=None if self.config.tokenizer else self.config.gguf_file,
-                                  trust_remote_code=self.config.trust_remote_code)
+            return load_tokenizer(name, field=field, gguf_file=gguf_file, trust_remote_code=self.spec.trust_remote_code)
         except UserError as error:
-            logger.warning("%s; counting tokens as characters/%d (set generate.tokenizer to a local tokenizer folder "
-                           "for exact passage lengths)", error, CHARS_PER_TOKEN)
+            logger.warning("%s; counting tokens as characters/%d (set %s to a local tokenizer folder "
+                           "for exact passage lengths)", error, CHARS_PER_TOKEN, self.spec.field("tokenizer"))
             return None
 
     async def _probe_servers(self) -> None:
@@ -178,13 +177,13 @@ class OpenAIEngine:
         if not alive:
             reasons = "; ".join(f"{replica.shown}: {reason}" for replica, (_, reason) in zip(self._replicas, answers, strict=True))
             raise UserError(
-                f"generate.openai.base_urls: no OpenAI-compatible server answers ({reasons}); start one with "
+                f"{self._where}.base_urls: no OpenAI-compatible server answers ({reasons}); start one with "
                 f"`vllm serve {self.model_name}` (or `transformers serve {self.model_name}`) and list its "
                 "http://HOST:PORT/v1 in base_urls"
             )
         for replica, (ok, reason) in zip(self._replicas, answers, strict=True):
             if not ok:
-                logger.warning("generate.openai: server %s does not answer (%s); using the other %d",
+                logger.warning("%s: server %s does not answer (%s); using the other %d", self._where,
                                replica.shown, reason, len(alive))
         self._replicas = alive
         lengths = [length for ok, length in answers if ok and isinstance(length, int)]
@@ -209,7 +208,7 @@ class OpenAIEngine:
                 continue
             if response.status_code in (401, 403):
                 raise UserError(
-                    f"generate.openai: the server at {replica.shown} refused the API key (HTTP {response.status_code}); "
+                    f"{self._where}: the server at {replica.shown} refused the API key (HTTP {response.status_code}); "
                     f"put a valid key in the environment variable {self.settings.api_key_env}"
                 )
             if response.status_code == 429 or response.status_code >= 500:
@@ -274,8 +273,8 @@ class OpenAIEngine:
                 return texts[: sampling.n]
             if not self._server_ignores_n:
                 self._server_ignores_n = True
-                logger.info("generate.openai: the server answered %d of n=%d completions; asking for the others "
-                            "one by one with their own seeds", len(texts), sampling.n)
+                logger.info("%s: the server answered %d of n=%d completions; asking for the others "
+                            "one by one with their own seeds", self._where, len(texts), sampling.n)
         missing = range(len(texts), sampling.n)
         more = await asyncio.gather(*(self._complete(client, prompt, sampling, n=1, seed=sampling.seed + i)
                                       for i in missing))
@@ -295,7 +294,7 @@ class OpenAIEngine:
         replica, data = await self._post(client, "/completions", body)
         choices = data.get("choices") if isinstance(data, dict) else None
         if not choices or not all(isinstance(c, dict) and isinstance(c.get("text"), str) for c in choices):
-            raise UserError(f"generate.openai: the server at {replica.shown} answered /completions without "
+            raise UserError(f"{self._where}: the server at {replica.shown} answered /completions without "
                             f"completions ({str(data)[:200]!r}); is it an OpenAI-compatible server?")
         return [choice["text"] for choice in sorted(choices, key=lambda c: c.get("index") or 0)]
 
@@ -329,16 +328,16 @@ class OpenAIEngine:
                 except _RetryableError as error:
                     replica.failures += 1
                     reason, retry_after = str(error), error.retry_after
-                    logger.debug("generate.openai: attempt %d/%d at %s failed (%s)", attempt + 1, attempts,
+                    logger.debug("%s: attempt %d/%d at %s failed (%s)", self._where, attempt + 1, attempts,
                                  replica.shown, reason)
                     continue
                 finally:
                     replica.in_flight -= 1
             replica.failures = 0
             return replica, data
-        hint = (f"raise generate.openai.timeout_s (now {self.settings.timeout_s:g}) or lower concurrency"
+        hint = (f"raise {self._where}.timeout_s (now {self.settings.timeout_s:g}) or lower concurrency"
                 if "no answer within" in reason else "check the server's log")
-        raise UserError(f"generate.openai: {path} failed {attempts} times, last at {replica.shown} ({reason}); {hint}")
+        raise UserError(f"{self._where}: {path} failed {attempts} times, last at {replica.shown} ({reason}); {hint}")
 
     async def _attempt(self, client, replica: _Replica, path: str, body: dict[str, Any]) -> Any:
         import httpx
@@ -362,11 +361,11 @@ class OpenAIEngine:
 
     def _rejection_message(self, replica: _Replica, response) -> str:
         status, detail = response.status_code, _detail(response)
-        where = f"generate.openai: the server at {replica.shown} rejected the request (HTTP {status}: {detail})"
+        where = f"{self._where}: the server at {replica.shown} rejected the request (HTTP {status}: {detail})"
         if status in (401, 403):
             return f"{where}; put a valid API key in the environment variable {self.settings.api_key_env}"
         if "model" in detail.lower():
-            return (f"{where}; set generate.openai.model_name to the model the server serves "
+            return (f"{where}; set {self._where}.model_name to the model the server serves "
                     f"(now {self.model_name!r}; see {replica.shown}/models)")
         return f"{where}; check the sampling settings against what the server accepts"
 

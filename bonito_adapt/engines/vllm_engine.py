@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, missing_extra
-from ..generate_config import GenerateConfig, SamplingConfig
 from ..models import check_model_reference
+from .spec import EngineSpec, SamplingConfig
 
 __all__ = ["VLLMEngine", "llm_kwargs", "sampling_params_kwargs"]
 
@@ -35,36 +35,36 @@ def _import_vllm():
         raise missing_extra("vllm", "vllm") from None
 
 
-def _model_and_tokenizer(config: GenerateConfig) -> tuple[str, str | None]:
+def _model_and_tokenizer(spec: EngineSpec) -> tuple[str, str | None]:
     """vLLM reads a GGUF checkpoint from the file itself, with the tokenizer given separately."""
-    check_model_reference(config.model, "generate.model", config.gguf_file)
-    if not config.gguf_file:
-        return config.model, config.tokenizer
-    gguf = Path(config.gguf_file)
+    check_model_reference(spec.model, spec.field("model"), spec.gguf_file)
+    if not spec.gguf_file:
+        return spec.model, spec.tokenizer
+    gguf = Path(spec.gguf_file)
     if not gguf.is_absolute():
-        if not Path(config.model).expanduser().is_dir():
-            raise UserError("generate.gguf_file: engine vllm needs the GGUF file on this machine; download it and "
-                            "give its path (or a local model folder holding it)")
-        gguf = Path(config.model).expanduser() / gguf
+        if not Path(spec.model).expanduser().is_dir():
+            raise UserError(f"{spec.field('gguf_file')}: engine vllm needs the GGUF file on this machine; download it "
+                            "and give its path (or a local model folder holding it)")
+        gguf = Path(spec.model).expanduser() / gguf
     # vLLM's own GGUF tokenizer conversion is slow and lossy; the model folder's tokenizer is preferred.
-    tokenizer = config.tokenizer or (config.model if Path(config.model).expanduser().is_dir() else None)
+    tokenizer = spec.tokenizer or (spec.model if Path(spec.model).expanduser().is_dir() else None)
     return str(gguf), tokenizer
 
 
-def llm_kwargs(config: GenerateConfig) -> dict[str, Any]:
-    """Keyword arguments of `vllm.LLM(...)` for this recipe section."""
-    model, tokenizer = _model_and_tokenizer(config)
-    settings = config.vllm
+def llm_kwargs(spec: EngineSpec) -> dict[str, Any]:
+    """Keyword arguments of `vllm.LLM(...)` for this engine spec."""
+    model, tokenizer = _model_and_tokenizer(spec)
+    settings = spec.vllm
     kwargs: dict[str, Any] = {
         "model": model,
         "tokenizer": tokenizer,
-        "trust_remote_code": config.trust_remote_code,
+        "trust_remote_code": spec.trust_remote_code,
         "tensor_parallel_size": settings.tensor_parallel_size,
         "gpu_memory_utilization": settings.gpu_memory_utilization,
-        "dtype": config.dtype,  # vLLM takes the same names: auto, bfloat16, float16, float32
+        "dtype": spec.dtype,  # vLLM takes the same names: auto, bfloat16, float16, float32
         "quantization": settings.quantization,
         "enforce_eager": settings.enforce_eager,
-        "seed": config.sampling.seed,
+        "seed": spec.seed,
     }
     if settings.max_model_len is not None:
         kwargs["max_model_len"] = settings.max_model_len
@@ -85,10 +85,10 @@ def sampling_params_kwargs(sampling: SamplingConfig) -> dict[str, Any]:
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, config: GenerateConfig):
+    def __init__(self, spec: EngineSpec):
         self._vllm = _import_vllm()
-        self.config = config
-        self.llm = self._vllm.LLM(**llm_kwargs(config))
+        self.spec = spec
+        self.llm = self._vllm.LLM(**llm_kwargs(spec))
         self._tokenizer = self.llm.get_tokenizer()
 
     @property

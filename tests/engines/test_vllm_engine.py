@@ -1,0 +1,121 @@
+"""The vllm engine up to `LLM.generate`, on CPU, with the vLLM test double of tests/_fake_vllm.py.
+
+The double copies vLLM 0.33.0's signatures (LLM.__init__, LLM.generate, SamplingParams), so the
+keyword names the engine passes are checked against the real API; what it passes is recorded.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import _fake_vllm
+import pytest
+
+from bonito_adapt.engines import load_engine
+from bonito_adapt.engines.spec import EngineSpec, SamplingConfig
+from bonito_adapt.engines.vllm_engine import VLLMEngine, llm_kwargs
+from bonito_adapt.errors import UserError
+
+BONITO = "BatsResearch/Llama-3.1-8B-bonito-v1"
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    return _fake_vllm.install(monkeypatch)
+
+
+def _config(**fields) -> EngineSpec:
+    return EngineSpec(**{"model": BONITO, **fields})
+
+
+def test_llm_gets_every_setting_under_vllm_names(fake_vllm):
+    config = _config(tokenizer="some/tokenizer", dtype="bfloat16", trust_remote_code=True,
+                     seed=5,
+                     vllm={"tensor_parallel_size": 2, "gpu_memory_utilization": 0.8, "max_model_len": 2048,
+                           "quantization": "awq", "enforce_eager": True})
+    engine = load_engine("vllm", config)
+    assert isinstance(engine, VLLMEngine) and engine.name == "vllm"
+    assert fake_vllm.created == [{
+        "model": BONITO, "tokenizer": "some/tokenizer", "trust_remote_code": True, "tensor_parallel_size": 2,
+        "dtype": "bfloat16", "quantization": "awq", "seed": 5, "gpu_memory_utilization": 0.8,
+        "enforce_eager": True, "max_model_len": 2048,
+    }]
+    assert engine.max_context == 2048
+
+
+def test_defaults_leave_vllm_to_choose(fake_vllm):
+    engine = VLLMEngine(_config())
+    assert fake_vllm.created == [{
+        "model": BONITO, "tokenizer": None, "trust_remote_code": False, "tensor_parallel_size": 1,
+        "dtype": "auto", "quantization": None, "seed": 0, "gpu_memory_utilization": 0.9,
+        "enforce_eager": False,
+    }]
+    assert engine.max_context == 4096  # the model's own length, read from llm_engine.model_config
+
+
+def test_one_generate_call_n_completions_in_prompt_and_index_order(fake_vllm):
+    engine = VLLMEngine(_config())
+    prompts = ["first passage", "second", "third one here"]
+    sampling = SamplingConfig(n=3, temperature=0.7, top_p=0.9, max_tokens=64, seed=11)
+    results = engine.generate(prompts, sampling)
+    assert results == [[f"{p}|{i}|seed=11" for i in range(3)] for p in prompts]
+    assert len(fake_vllm.generate_calls) == 1 and fake_vllm.generate_calls[0]["prompts"] == prompts
+    params = fake_vllm.generate_calls[0]["sampling_params"]
+    assert (params.n, params.temperature, params.top_p, params.max_tokens, params.seed) == (3, 0.7, 0.9, 64, 11)
+    # Everything else stays at vLLM's defaults.
+    assert (params.top_k, params.min_p, params.repetition_penalty, params.stop) == (0, 0.0, 1.0, None)
+
+
+def test_card_defaults_and_empty_input(fake_vllm):
+    engine = VLLMEngine(_config())
+    assert engine.generate([], SamplingConfig()) == [] and fake_vllm.generate_calls == []
+    assert engine.generate(["a"], SamplingConfig()) == [["a|0|seed=0"]]
+    params = fake_vllm.sampling_params[-1]
+    assert (params.n, params.temperature, params.top_p, params.max_tokens) == (1, 0.5, 0.95, 256)
+
+
+def test_count_tokens_uses_vllms_tokenizer_without_special_tokens(fake_vllm):
+    engine = VLLMEngine(_config())
+    assert engine.count_tokens("one two three four") == 4
+
+
+def test_close_stops_the_engine_and_frees_memory(fake_vllm):
+    engine = VLLMEngine(_config())
+    engine.close()
+    assert engine.llm is None
+    assert fake_vllm.shutdowns == ["engine_core"]
+    assert fake_vllm.destroyed == ["model_parallel", "distributed_environment"]
+    engine.close()  # a second close does nothing
+    assert fake_vllm.shutdowns == ["engine_core"]
+
+
+def test_missing_vllm_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
+    with pytest.raises(UserError, match=r"vllm is not installed.*pip install 'bonito_adapt\[vllm\]'"):
+        VLLMEngine(_config())
+
+
+def test_gguf_file_in_a_local_folder(fake_vllm, tmp_path):
+    (tmp_path / "model.Q4.gguf").write_bytes(b"GGUF")
+    VLLMEngine(_config(model=str(tmp_path), gguf_file="model.Q4.gguf"))
+    assert fake_vllm.created[0]["model"] == str(tmp_path / "model.Q4.gguf")
+    assert fake_vllm.created[0]["tokenizer"] == str(tmp_path)
+
+
+def test_gguf_file_of_a_hub_model_is_a_user_error(fake_vllm):
+    with pytest.raises(UserError, match="generate.gguf_file: engine vllm needs the GGUF file on this machine"):
+        llm_kwargs(_config(gguf_file="model.Q4.gguf"))
+
+
+def test_missing_local_model_is_a_user_error(fake_vllm, tmp_path):
+    with pytest.raises(UserError, match="generate.model: model path .* does not exist"):
+        VLLMEngine(_config(model=str(tmp_path / "nope")))
+    assert fake_vllm.created == []
+
+
+def test_the_double_rejects_names_vllm_does_not_have(fake_vllm):
+    # What makes the tests above a check of the real API: a misspelt name fails as in vLLM.
+    with pytest.raises(TypeError):
+        fake_vllm.LLM(BONITO, tensor_parallel=2)
+    with pytest.raises(TypeError):
+        fake_vllm.SamplingParams(max_new_tokens=3)

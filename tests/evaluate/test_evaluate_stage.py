@@ -1,0 +1,228 @@
+"""The evaluate stage: adapter evaluation, local data, errors, results layout, resume, and a real-model check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bonito_adapt import evaluate
+from bonito_adapt.config import Recipe
+from bonito_adapt.errors import UserError
+from bonito_adapt.evaluate import stage as evaluate_stage
+from bonito_adapt.evaluate.config import EvaluateConfig
+from bonito_adapt.evaluate.tasks import task_manager
+from bonito_adapt.evaluate.tasks.utils import macro_f1
+from bonito_adapt.train.data import training_prompt
+
+pytest.importorskip("lm_eval")
+
+from _data import LABELS, PUBMED_RECORDS, make_lora_adapter, write_jsonl  # noqa: E402
+
+
+def make_recipe(tmp_path: Path, **evaluate_fields) -> Recipe:
+    return Recipe(name="t", output_dir=str(tmp_path / "run"), evaluate=EvaluateConfig(**evaluate_fields))
+
+
+def read_samples(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    return make_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter"), identity=False)
+
+
+def test_base_and_adapted_tiny_model_results_layout_and_resume(tiny_model_dir, tiny_adapter, tmp_path, monkeypatch):
+    data = write_jsonl(tmp_path / "pubmed.jsonl", PUBMED_RECORDS)
+    recipe = make_recipe(tmp_path, tasks=["pubmed_qa"], base_model=str(tiny_model_dir), adapter=str(tiny_adapter),
+                         data_files={"pubmed_qa": str(data)}, limit=3)
+    out = evaluate.run(recipe, recipe.run_dir)
+    assert out == recipe.run_dir / "evaluate"
+
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["models"]) == {"base", "adapted"}
+    assert results["config"]["prompt_format"] == {"base": "plain", "adapted": "bonito"}
+    for model in ("base", "adapted"):
+        entry = results["models"][model]["pubmed_qa"]
+        assert len(entry["templates"]) == 5 and entry["examples"] == 3
+        # the benchmark's number is the unweighted mean over its templates
+        for metric in ("acc", "f1"):
+            values = [t[metric] for t in entry["templates"].values()]
+            assert entry["average"][metric] == pytest.approx(sum(values) / 5)
+
+        samples = read_samples(out / "samples" / model / "pubmed_qa.jsonl")
+        assert len(samples) == 5 * 3
+        for template, metrics in entry["templates"].items():
+            rows = [s for s in samples if s["template"] == template]
+            # the stage's numbers follow from its own per-sample predictions
+            assert metrics["acc"] == pytest.approx(sum(r["prediction"] == r["target"] for r in rows) / len(rows))
+            assert metrics["f1"] == pytest.approx(macro_f1([(r["target"], r["prediction"]) for r in rows]))
+        raw = json.loads((out / "raw" / model / "pubmed_qa.json").read_text())
+        assert "pubmed_qa" in raw["results"] and "samples" not in raw
+
+    base_rows = read_samples(out / "samples" / "base" / "pubmed_qa.jsonl")
+    adapted_rows = read_samples(out / "samples" / "adapted" / "pubmed_qa.jsonl")
+    assert not base_rows[0]["prompt"].startswith("<|input|>")
+    assert adapted_rows[0]["prompt"].startswith("<|input|>\n") and adapted_rows[0]["prompt"].endswith("\n<|output|>\n")
+    assert adapted_rows[0]["prompt"] == training_prompt(base_rows[0]["prompt"])
+    assert base_rows[0]["choices"][0].startswith(" ") and not adapted_rows[0]["choices"][0].startswith(" ")
+    # the adapter is really applied: same documents, different scores
+    assert adapted_rows[0]["loglikelihoods"] != base_rows[0]["loglikelihoods"]
+
+    # rerun: up to date, nothing loaded
+    def no_model(*args, **kwargs):
+        raise AssertionError("a finished (model, task) pair was evaluated again")
+
+    monkeypatch.setattr(evaluate_stage, "build_lm", no_model)
+    assert evaluate.run(recipe, recipe.run_dir) == out
+    # killed before the end (no manifest, no results.json): finished pairs come from disk
+    (out / "manifest.json").unlink()
+    (out / "results.json").unlink()
+    evaluate.run(recipe, recipe.run_dir)
+    assert json.loads((out / "results.json").read_text())["models"] == results["models"]
+
+
+def test_chat_prompt_format_uses_the_tokenizer_chat_template(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "pubmed.jsonl", PUBMED_RECORDS[:2])
+    recipe = make_recipe(tmp_path, tasks=["pubmed_qa"], base_model=str(tiny_model_dir), models=["base"],
+                         prompt_format={"base": "chat"}, data_files={"pubmed_qa": str(data)})
+    out = evaluate.run(recipe, recipe.run_dir)
+    row = read_samples(out / "samples" / "base" / "pubmed_qa.jsonl")[0]
+    assert row["prompt"].startswith("<|im_start|>user\n") and row["prompt"].endswith("<|im_start|>assistant\n")
+
+
+def test_config_errors_are_one_line_user_errors(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "pubmed.jsonl", PUBMED_RECORDS)
+    cases = [
+        ({"tasks": ["pubmed_qa"], "data_files": {"vitaminc": str(data)}}, "evaluate.data_files: 'vitaminc'"),
+        ({"tasks": ["pubmed_qa"], "data_files": {"pubmed_qa": str(tmp_path / "x.txt")}}, r"is not a \.jsonl, \.json, \.csv"),
+        ({"tasks": ["pubmed_qa"], "data_files": {"pubmed_qa": str(tmp_path / "missing.jsonl")}}, "does not exist"),
+        ({"tasks": ["pubmed_qa"]}, "holds no PEFT adapter"),  # models default to base + adapted
+    ]
+    for fields, message in cases:
+        recipe = make_recipe(tmp_path, base_model=str(tiny_model_dir), **fields)
+        with pytest.raises(UserError, match=message) as caught:
+            evaluate.run(recipe, recipe.run_dir)
+        assert "\n" not in str(caught.value)
+    recipe = Recipe(name="t", output_dir=str(tmp_path / "r"), evaluate=EvaluateConfig(tasks=["pubmed_qa"]))
+    with pytest.raises(UserError, match="evaluate.base_model"):
+        evaluate.run(recipe, recipe.run_dir)
+
+
+def test_unknown_task_lists_close_matches_and_any_lm_eval_task_is_accepted():
+    # one test: both need lm-eval's full task index, which takes seconds to build
+    with pytest.raises(UserError, match="unknown task 'pubmed_qaa'.*did you mean pubmed_qa") as caught:
+        task_manager(["pubmed_qaa"])
+    assert "\n" not in str(caught.value)
+    manager = task_manager(["pubmed_qa", "arc_easy"])
+    assert "arc_easy" in manager.all_tasks and "vitaminc" in manager.all_tasks
+
+
+# --------------------------------------------------------------------------- real model
+
+def _reference_scores(model, tokenizer, context: str, continuations: list[str]) -> list[float]:
+    """Sum of log-probabilities of each continuation's tokens given the context (teacher forcing).
+
+    The context runs once; each continuation is scored from a copy of its key/value cache.
+    """
+    import copy
+
+    import torch
+
+    context_ids = tokenizer(context)["input_ids"]
+    with torch.no_grad():
+        context_out = model(torch.tensor([context_ids]), use_cache=True)
+    scores = []
+    for continuation in continuations:
+        full_ids = tokenizer(context + continuation)["input_ids"]
+        assert full_ids[: len(context_ids)] == context_ids
+        choice_ids = full_ids[len(context_ids):]
+        logits = context_out.logits[0, -1:]
+        if len(choice_ids) > 1:
+            with torch.no_grad():
+                rest = model(torch.tensor([choice_ids[:-1]]), past_key_values=copy.deepcopy(context_out.past_key_values))
+            logits = torch.cat([logits, rest.logits[0]])
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        scores.append(sum(log_probs[i, token].item() for i, token in enumerate(choice_ids)))
+    return scores
+
+
+@pytest.mark.slow
+def test_smollm2_numbers_equal_a_direct_ranked_scoring(smollm2_dir, tmp_path):
+    """The stage's acc and macro-F1 equal a by-hand ranked classification with the model's logits."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bonito_adapt.evaluate.tasks import load_task_objects, task_manager
+
+    data = write_jsonl(tmp_path / "pubmed.jsonl", PUBMED_RECORDS)
+    adapter = make_lora_adapter(smollm2_dir, tmp_path / "adapter", identity=True)
+    recipe = make_recipe(tmp_path, tasks=["pubmed_qa"], base_model=str(smollm2_dir), adapter=str(adapter),
+                         data_files={"pubmed_qa": str(data)}, batch_size=4)
+    out = evaluate.run(recipe, recipe.run_dir)
+    results = json.loads((out / "results.json").read_text())["models"]
+
+    # Reference: render each template's prompt with the task definition, then score by hand.
+    group = load_task_objects(task_manager(["pubmed_qa"]), "pubmed_qa", str(data))
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
+    for model_name, wrap, delimiter in (("base", lambda p: p, " "), ("adapted", training_prompt, "")):
+        for task in group.get_all_tasks():
+            golds, preds = [], []
+            for doc in task.test_docs():
+                prompt = wrap(task.doc_to_text(doc))
+                scores = _reference_scores(model, tokenizer, prompt, [delimiter + c for c in task.doc_to_choice(doc)])
+                preds.append(max(range(len(scores)), key=scores.__getitem__))
+                golds.append(LABELS.index(doc["final_decision"]))
+            accuracy = sum(g == p for g, p in zip(golds, preds, strict=True)) / len(golds)
+            # macro-F1 by hand over the classes seen as gold or prediction
+            f1s = []
+            for label in sorted(set(golds) | set(preds)):
+                tp = sum(g == label and p == label for g, p in zip(golds, preds, strict=True))
+                fp = sum(g != label and p == label for g, p in zip(golds, preds, strict=True))
+                fn = sum(g == label and p != label for g, p in zip(golds, preds, strict=True))
+                f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+            stage = results[model_name]["pubmed_qa"]["templates"][task.task_name]
+            assert stage["acc"] == pytest.approx(accuracy), (model_name, task.task_name)
+            assert stage["f1"] == pytest.approx(sum(f1s) / len(f1s)), (model_name, task.task_name)
+
+
+def test_two_processes_under_torchrun_split_the_requests_and_rank_zero_writes(tiny_model_dir, tmp_path):
+    """Data parallel on CPU (gloo): lm-eval gives each process its share of the requests and gathers
+    the results on rank 0, which alone writes; the results equal one process's run."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    child = str(Path(__file__).resolve().parents[1] / "_interrupt_child.py")
+    data = write_jsonl(tmp_path / "pubmed.jsonl", PUBMED_RECORDS)
+    section = {"tasks": ["pubmed_qa"], "models": ["base"], "base_model": str(tiny_model_dir),
+               "data_files": {"pubmed_qa": str(data)}, "batch_size": 2}
+    runs = {}
+    for name, launcher in (("parallel", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]),
+                           ("single", [])):
+        recipe = tmp_path / f"{name}.yaml"
+        recipe.write_text(yaml.safe_dump({"name": name, "output_dir": str(tmp_path / name), "evaluate": section}))
+        marks = tmp_path / f"marks-{name}"
+        marks.mkdir()
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "BONITO_TEST_MARKS": str(marks)}
+        done = subprocess.run([sys.executable, *launcher, child, "run", str(recipe)], capture_output=True, text=True,
+                              env=env, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        scored: dict[str, int] = {}
+        for mark in marks.glob("loglikelihood-*"):
+            rank, count = mark.name.split("-")[1:3]
+            scored[rank] = scored.get(rank, 0) + int(count)
+        runs[name] = (json.loads((tmp_path / name / "evaluate" / "results.json").read_text()), scored)
+    (parallel, split), (single, alone) = runs["parallel"], runs["single"]
+    requests = 5 * len(PUBMED_RECORDS) * 3  # templates x documents x choices
+    assert alone == {"0": requests}
+    assert set(split) == {"0", "1"} and split["0"] + split["1"] == requests and 0 < split["1"] < requests
+    assert parallel["models"] == single["models"] and parallel["config"]["processes"] == 2
+    samples = read_samples(tmp_path / "parallel" / "evaluate" / "samples" / "base" / "pubmed_qa.jsonl")
+    assert len(samples) == 5 * len(PUBMED_RECORDS)  # every document once, gathered on rank 0
+
