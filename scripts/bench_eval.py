@@ -1,50 +1,37 @@
-"""Benchmark: ranked (multiple-choice) evaluation through the evaluate stage vs one forward per choice.
+"""Benchmark: ranked (multiple-choice) evaluation under the paper's protocol, three ways, same requests.
 
-Two ways to score the same examples of a shipped multiple-choice task with the same model:
+The same examples of a shipped multiple-choice task (`pubmed_qa`, `contract_nli`, ...: the paper's
+templates, the `instruct` wrapper of a base model, each choice + EOS, tokenized apart from the source)
+scored by the same model:
 
-- `lm-eval`: the evaluate stage's own path: `evaluate.task_manager` + `evaluate.load_task_objects`
-  (the task's local data file, as `evaluate.data_files` does), the stage's `hf` model
-  (`evaluate._build_lm`: batch size as the stage sets it, `auto` = lm-eval's detection on a GPU,
-  8 on a CPU) and `evaluate._evaluate_one` (`lm_eval.simple_evaluate`, plain prompt format, as the
-  stage scores the base model). lm-eval sorts requests by length, batches them, and scores all
-  one-token answer choices of an example from a single forward pass (its logits cache).
-- `per-choice`: the straightforward way (the paper's ranked evaluation, batch size 1): for each
-  example and each answer choice, one forward pass of prompt + choice, the sum of the log-probs
-  of the choice tokens (log-softmax in float32), the argmax over choices. Prompts, choices and
-  tokenisation are built independently from the task's own `doc_to_text` / `doc_to_choice` /
-  `target_delimiter` and lm-eval's pairing rule (trailing spaces of the prompt move to the choice;
-  prompt + choice are tokenised together and split after the prompt's tokens).
+- `shared`: the evaluate stage as it runs (`evaluate.shared_context: true`, the default): every choice
+  of an example from one pass over its context (bonito_adapt/evaluate/scoring.py), through
+  `lm_eval.simple_evaluate`.
+- `lm-eval`: the stage with `shared_context: false`: lm-eval's own HFLM batching, one sequence per
+  (example, choice), sorted by length, batch size as the stage sets it.
+- `paper`: the paper's evaluation code re-done by hand (evaluation/evaluate_decoder.py): batches of 8
+  examples, each repeated once per choice, right-padded, one forward per batch, the summed
+  log-probabilities of each choice's tokens (EOS included), argmax. Built independently of the stage
+  from the task's `doc_to_text` / `doc_to_choice`.
 
-Each path runs in its own process, one after the other (each gets an empty GPU), after a warm-up
-on the first --warmup examples (the dataset cache, kernels). Reported per path: examples/s end
-to end (the stage's whole `_evaluate_one` call: task build, requests, scoring, metrics; for
-per-choice: doc build + scoring) and examples/s of scoring alone (lm-eval's `loglikelihood`
-call; the forward loop), forward passes and sequences run, accuracy, peak GPU memory; then the
-ratio lm-eval / per-choice and agreement: both accuracies and the fraction of (template,
-example) pairs where the two pick the same choice (lm-eval's own per-sample output, read
-through the stage's `_sample_record`), plus the largest difference of a choice's log-likelihood.
-An "example" is one (template, document) pair: a group task (pubmed_qa) scores each document
-once per template.
+Each path runs in its own process, one after the other, after a warm-up on the first --warmup
+documents. Reported per path: examples/s end to end (the stage's whole `_evaluate_one`: task build,
+requests, scoring, metrics; for `paper`: doc build + scoring), examples/s of scoring alone, forward
+passes, sequences and tokens run (padding included), accuracy, peak GPU memory; then the ratios of
+`shared` to the others and agreement (same pick per (template, example), largest log-likelihood
+difference). An "example" is one (template, document) pair.
 
-    # CPU run (SmolLM2-135M, 50 PubMedQA examples: ~4.5 minutes with --threads 1 on a busy 2-core
-    # machine; with torch's default threads, other jobs on the same cores slow batch-1 forwards badly)
+    # CPU (SmolLM2-135M, a real model: agreement means something)
     python scripts/bench_eval.py --model models/SmolLM2-135M-Instruct --threads 1 \\
-        --data-file ../shared/data/benchmarks/pubmed_qa.jsonl.gz --limit 50 --out /tmp/bench_eval_cpu.json
+        --data-file ../shared/data/benchmarks/pubmed_qa.jsonl.gz --limit 20 --out /tmp/bench_eval_cpu.json
 
-    # GPU (bf16, unchanged): a random-init model of the real architecture, see ../shared/bench/README.md
-    # (the device machine has no lm-eval/datasets: carry the wheels from ../shared/bench/device_wheels.sh)
+    # GPU (bf16): a random-init model of the real architecture, see ../shared/bench/README.md
     python ../shared/bench/random_model.py mistral-7b /tmp/mistral-7b-random --device cuda
-    python scripts/bench_eval.py --model /tmp/mistral-7b-random \\
-        --data-file ../shared/data/benchmarks/pubmed_qa.jsonl.gz --limit 200 --out docs/bench/eval.json
+    python scripts/bench_eval.py --model /tmp/mistral-7b-random --task contract_nli \\
+        --data-file ../shared/data/benchmarks/contract_nli_test.jsonl.gz --limit 40 --out docs/bench/eval.json
 
-Caveats for a random-init model: speed does not depend on weight values, but agreement does.
-Random weights give nearly equal log-likelihoods to every choice, and lm-eval takes its
-log-softmax in the model dtype (bf16 on a GPU) while per-choice uses float32, so near-ties can
-flip and agreement below 1.0 there says nothing about correctness: check agreement on a real
-model (the CPU run). The random model's tokenizer is not the real one (it is trained on
-made-up words), so prompts take more tokens and " yes"/" no"/" maybe" may take several tokens
-each, which disables lm-eval's one-forward-per-example sharing; the JSON records the token
-counts (`tokens`) so the numbers can be read with that in mind.
+On a random-init model speed is real but agreement is not meaningful (near-equal log-likelihoods,
+bf16 ties); check agreement on a real model.
 """
 
 from __future__ import annotations
@@ -67,8 +54,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-PATHS = ("lm-eval", "per-choice")
-DEFAULT_TASK = "pubmed_qa_abstract_question"
+PATHS = ("shared", "lm-eval", "paper")
+DEFAULT_TASK = "pubmed_qa"
+PAPER_BATCH = 8  # examples per forward in the paper's evaluation (HF's default per_device_eval_batch_size)
 
 
 def _device_and_dtype(args) -> tuple[str, str]:
@@ -100,10 +88,28 @@ def _leaf_tasks(task_object) -> list:
     return task_object.get_all_tasks() if isinstance(task_object, Group) else [task_object]
 
 
-# --------------------------------------------------------------------------- lm-eval (the stage)
+def _count_forwards(model, counts: dict) -> None:
+    """Count forward passes, sequences and tokens (padding included) of `model`."""
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None:
+            counts["forwards"] += 1
+            counts["sequences"] += int(ids.shape[0])
+            counts["tokens"] += int(ids.numel())
 
-def run_lm_eval(args) -> dict:
-    """The evaluate stage's scoring of the base model (called in a child process)."""
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def _peak(device: str):
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else None
+
+
+# --------------------------------------------------------------------------- the stage (shared / lm-eval)
+
+def run_stage(args, shared_context: bool) -> dict:
+    """The evaluate stage's scoring of the base model under the paper protocol (in a child process)."""
     import logging
 
     import torch
@@ -116,14 +122,16 @@ def run_lm_eval(args) -> dict:
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     device, dtype = _device_and_dtype(args)
     cfg = EvaluateConfig(tasks=[args.task], models=["base"], base_model=args.model, limit=args.limit,
-                         batch_size=_batch_size(args.batch_size), dtype=dtype,
-                         data_files={args.task: args.data_file})
-    spec = {"name": "base", "model": args.model, "gguf_file": None, "adapter": None, "prompt_format": "plain"}
+                         batch_size=_batch_size(args.batch_size), dtype=dtype, protocol="paper",
+                         shared_context=shared_context, data_files={args.task: args.data_file})
+    spec = {"name": "base", "model": args.model, "gguf_file": None, "adapter": None, "prompt_format": "auto"}
+    scoring = stage._scoring(cfg, spec, args.task)
     manager = tasks.task_manager(cfg.tasks)
     lm = build_lm(spec, cfg, device, dtype)
-
-    clock = {"scoring_s": 0.0, "forwards": 0, "sequences": 0, "padded_tokens": 0}
-    loglikelihood, model_call = lm.loglikelihood, lm._model_call
+    counts = {"forwards": 0, "sequences": 0, "tokens": 0}
+    _count_forwards(lm.model, counts)
+    clock = {"scoring_s": 0.0}
+    loglikelihood = lm.loglikelihood
 
     def timed_loglikelihood(requests, *a, **kw):
         _sync(device)
@@ -133,21 +141,16 @@ def run_lm_eval(args) -> dict:
         clock["scoring_s"] += time.perf_counter() - start
         return out
 
-    def counted_model_call(inps, *a, **kw):
-        clock["forwards"] += 1
-        clock["sequences"] += int(inps.shape[0])
-        clock["padded_tokens"] += int(inps.numel())
-        return model_call(inps, *a, **kw)
-
-    lm.loglikelihood, lm._model_call = timed_loglikelihood, counted_model_call
+    lm.loglikelihood = timed_loglikelihood
     if args.warmup:
-        stage._evaluate_one(lm, manager, args.task, cfg.model_copy(update={"limit": args.warmup}), "plain")
-    clock.update(scoring_s=0.0, forwards=0, sequences=0, padded_tokens=0)
+        stage._evaluate_one(lm, manager, args.task, cfg.model_copy(update={"limit": args.warmup}), scoring)
+    clock["scoring_s"] = 0.0
+    counts.update(dict.fromkeys(counts, 0))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
     start = time.perf_counter()
-    raw = stage._evaluate_one(lm, manager, args.task, cfg, "plain")
+    raw = stage._evaluate_one(lm, manager, args.task, cfg, scoring)
     _sync(device)
     wall = time.perf_counter() - start
 
@@ -156,24 +159,17 @@ def run_lm_eval(args) -> dict:
     predictions = [{"template": r["template"], "doc_id": r["doc_id"], "target": r["target"],
                     "prediction": r.get("prediction"), "loglikelihoods": r.get("loglikelihoods")} for r in records]
     summary = results_summary(raw, args.task)
-    return {
-        "wall_s": round(wall, 3),
-        "scoring_s": round(clock["scoring_s"], 3),
-        "forwards": clock["forwards"],
-        "sequences": clock["sequences"],
-        "padded_tokens": clock["padded_tokens"],
-        "batch_size": getattr(lm, "batch_sizes", None) or lm.batch_size,
-        "acc": summary["average"].get("acc"),
-        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else None,
-        "device": device, "dtype": dtype,
-        "predictions": predictions,
-    }
+    return {"wall_s": round(wall, 3), "scoring_s": round(clock["scoring_s"], 3), **counts,
+            "batch_size": str(cfg.batch_size), "acc": summary["average"].get("acc"), "peak_gib": _peak(device),
+            "device": device, "dtype": dtype, "predictions": predictions}
 
 
-# --------------------------------------------------------------------------- per choice (batch size 1)
+# --------------------------------------------------------------------------- the paper's code, by hand
 
-def _examples(args, limit: int) -> list[dict]:
-    """(template, doc_id, prompt, choices, target) for the first `limit` docs of every template."""
+def _paper_examples(args, limit: int, tokenizer) -> list[dict]:
+    """(template, doc_id, source ids, choice ids, target) for the first `limit` docs of every template,
+    encoded as the paper's collator does: BOS text + `Instruct: {x}\\nAnswer:`, each choice stripped +
+    EOS text, tokenized separately without special tokens, each cut to 1,024 tokens."""
     from bonito_adapt.evaluate.tasks import load_task_objects, task_manager
 
     manager = task_manager([args.task])
@@ -183,81 +179,74 @@ def _examples(args, limit: int) -> list[dict]:
         docs = task.eval_docs
         for doc_id in range(min(limit, len(docs))):
             doc = docs[doc_id]
-            target = task.doc_to_target(doc)
-            choices = task.doc_to_choice(doc)
-            examples.append({"template": task.config.task, "doc_id": doc_id, "prompt": task.doc_to_text(doc),
-                             "choices": [f"{task.config.target_delimiter}{c}" for c in choices],
-                             "target": target if isinstance(target, int) else choices.index(target)})
+            source = tokenizer.bos_token + f"Instruct: {task.doc_to_text(doc).strip()}\nAnswer:"
+            choices = [c.strip() + tokenizer.eos_token for c in task.doc_to_choice(doc)]
+            examples.append({
+                "template": task.config.task, "doc_id": doc_id, "target": task.doc_to_target(doc),
+                "source": tokenizer(source, add_special_tokens=False)["input_ids"][:1024],
+                "choices": [tokenizer(c, add_special_tokens=False)["input_ids"][:1024] for c in choices]})
     return examples
 
 
-def _encode_pair(tokenizer, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
-    spaces = len(prompt) - len(prompt.rstrip())
-    if spaces:
-        prompt, continuation = prompt[:-spaces], prompt[-spaces:] + continuation
-    whole = tokenizer(prompt + continuation).input_ids
-    context = tokenizer(prompt).input_ids
-    return context, whole[len(context):]
-
-
-def run_per_choice(args) -> dict:
-    """One forward per (example, choice), batch size 1 (called in a child process)."""
+def run_paper(args) -> dict:
+    """Batches of 8 examples x their choices, right-padded, one forward each (in a child process)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device, dtype = _device_and_dtype(args)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, dtype)).to(device).eval()
-    counts = {"forwards": 0, "tokens": 0, "prompt_tokens": 0, "choice_tokens": 0, "choices": 0}
+    counts = {"forwards": 0, "sequences": 0, "tokens": 0}
+    _count_forwards(model, counts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     @torch.inference_mode()
-    def score(example: dict) -> dict:
-        loglikelihoods = []
-        for choice in example["choices"]:
-            context, continuation = _encode_pair(tokenizer, example["prompt"], choice)
-            ids = torch.tensor([context + continuation], device=device)
-            logits = model(input_ids=ids).logits[0, len(context) - 1:-1].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            target = torch.tensor(continuation, device=device)
-            loglikelihoods.append(float(logprobs.gather(-1, target[:, None]).sum()))
-            counts["forwards"] += 1
-            counts["tokens"] += ids.shape[1]
-            counts["prompt_tokens"] += len(context)
-            counts["choice_tokens"] += len(continuation)
-            counts["choices"] += 1
-        best = max(range(len(loglikelihoods)), key=loglikelihoods.__getitem__)
-        return {"template": example["template"], "doc_id": example["doc_id"], "target": example["target"],
-                "prediction": best, "loglikelihoods": loglikelihoods}
+    def score(batch: list[dict]) -> list[dict]:
+        rows = [(e, j, e["source"] + c) for e in batch for j, c in enumerate(e["choices"])]
+        width = max(len(ids) for _, _, ids in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (_, _, ids) in enumerate(rows):
+            input_ids[r, : len(ids)] = torch.tensor(ids)
+            mask[r, : len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        scores: dict[int, list[float]] = {}
+        for r, (example, _, ids) in enumerate(rows):
+            start = len(example["source"])
+            log_probs = torch.log_softmax(logits[r, start - 1: len(ids) - 1].float(), dim=-1)
+            target = torch.tensor(ids[start:], device=log_probs.device)
+            scores.setdefault(id(example), []).append(float(log_probs.gather(-1, target[:, None]).sum()))
+        out = []
+        for example in batch:
+            lls = scores[id(example)]
+            out.append({"template": example["template"], "doc_id": example["doc_id"], "target": example["target"],
+                        "prediction": max(range(len(lls)), key=lls.__getitem__), "loglikelihoods": lls})
+        return out
+
+    def score_all(examples):
+        return [p for i in range(0, len(examples), PAPER_BATCH) for p in score(examples[i:i + PAPER_BATCH])]
 
     if args.warmup:
-        for example in _examples(args, args.warmup):
-            score(example)
+        score_all(_paper_examples(args, args.warmup, tokenizer))
     counts.update(dict.fromkeys(counts, 0))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
     start = time.perf_counter()
-    examples = _examples(args, args.limit)
-    _sync(device)
+    examples = _paper_examples(args, args.limit, tokenizer)
     scoring_start = time.perf_counter()
-    predictions = [score(example) for example in examples]
+    predictions = score_all(examples)
     _sync(device)
     end = time.perf_counter()
-    return {
-        "wall_s": round(end - start, 3),
-        "scoring_s": round(end - scoring_start, 3),
-        "forwards": counts["forwards"],
-        "sequences": counts["forwards"],
-        "padded_tokens": counts["tokens"],
-        "batch_size": 1,
-        "acc": sum(p["prediction"] == p["target"] for p in predictions) / len(predictions) if predictions else None,
-        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else None,
-        "device": device, "dtype": dtype,
-        "tokens": {"mean_prompt": round(counts["prompt_tokens"] / max(counts["choices"], 1), 1),
-                   "mean_choice": round(counts["choice_tokens"] / max(counts["choices"], 1), 2),
-                   "choices_per_example": round(counts["choices"] / max(len(predictions), 1), 2)},
-        "predictions": predictions,
-    }
+    choices = sum(len(e["choices"]) for e in examples)
+    return {"wall_s": round(end - start, 3), "scoring_s": round(end - scoring_start, 3), **counts,
+            "batch_size": f"{PAPER_BATCH} examples",
+            "acc": sum(p["prediction"] == p["target"] for p in predictions) / len(predictions) if predictions else None,
+            "peak_gib": _peak(device), "device": device, "dtype": dtype,
+            "tokens_per_example": {"source": round(sum(len(e["source"]) for e in examples) / max(len(examples), 1), 1),
+                                   "choice": round(sum(len(c) for e in examples for c in e["choices"]) / max(choices, 1), 2),
+                                   "choices": round(choices / max(len(examples), 1), 2)},
+            "predictions": predictions}
 
 
 # --------------------------------------------------------------------------- driver
@@ -280,8 +269,8 @@ def agreement(a: list[dict], b: list[dict]) -> dict:
     same = sum(left[k]["prediction"] == right[k]["prediction"] for k in common)
     diffs = [abs(x - y) for k in common if left[k]["loglikelihoods"] and right[k]["loglikelihoods"]
              for x, y in zip(left[k]["loglikelihoods"], right[k]["loglikelihoods"], strict=True)]
-    return {"compared": len(common), "only_lm_eval": len(left.keys() - right.keys()),
-            "only_per_choice": len(right.keys() - left.keys()),
+    return {"compared": len(common), "only_first": len(left.keys() - right.keys()),
+            "only_second": len(right.keys() - left.keys()),
             "identical_predictions": round(same / len(common), 4) if common else None,
             "max_abs_loglikelihood_diff": round(max(diffs), 6) if diffs else None}
 
@@ -290,14 +279,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="HF model folder (real, or ../shared/bench/random_model.py)")
     parser.add_argument("--data-file", required=True, help="local .jsonl(.gz)/.parquet in the task's public field names")
-    parser.add_argument("--task", default=DEFAULT_TASK, help="a shipped multiple-choice task or group (pubmed_qa)")
+    parser.add_argument("--task", default=DEFAULT_TASK, help="a paper benchmark (group) or one of its templates")
     parser.add_argument("--limit", type=int, default=50, help="examples (documents) per template")
     parser.add_argument("--warmup", type=int, default=2, help="documents scored once before timing (0: none)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                         help="auto: the stage's rule, bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--batch-size", default="auto", help="lm-eval path: auto (the stage's: lm-eval's detection "
-                        "on a GPU, 8 on a CPU) or an integer; per-choice is always 1")
+    parser.add_argument("--batch-size", default="auto", help="the stage's evaluate.batch_size (shared, lm-eval): "
+                        "auto or an integer; paper is always 8 examples")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads in each path (0: torch's default); 1 is steadier on a busy machine")
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated: {', '.join(PATHS)}")
@@ -311,7 +300,7 @@ def main() -> None:
             import torch
 
             torch.set_num_threads(args.threads)
-        result = run_lm_eval(args) if args.worker == "lm-eval" else run_per_choice(args)
+        result = run_paper(args) if args.worker == "paper" else run_stage(args, shared_context=args.worker == "shared")
         Path(args.worker_out).write_text(json.dumps(result))
         return
 
@@ -327,33 +316,34 @@ def main() -> None:
             r["scoring_examples_per_s"] = round(n / r["scoring_s"], 3) if r["scoring_s"] else None
         print(json.dumps({"path": path, **{k: v for k, v in r.items() if k != "predictions"}}), flush=True)
 
-    ours, theirs = results.get("lm-eval", {}), results.get("per-choice", {})
-    comparison = None
-    if ours.get("predictions") is not None and theirs.get("predictions") is not None:
-        comparison = {
+    comparisons = {}
+    ours = results.get("shared", {})
+    for other in ("lm-eval", "paper"):
+        theirs = results.get(other, {})
+        if ours.get("predictions") is None or theirs.get("predictions") is None:
+            continue
+        comparison = comparisons[f"shared/{other}"] = {
             "ratio_examples_per_s": round(ours["examples_per_s"] / theirs["examples_per_s"], 2),
             "ratio_scoring_examples_per_s": round(ours["scoring_examples_per_s"] / theirs["scoring_examples_per_s"], 2),
-            "acc_lm_eval": ours["acc"], "acc_per_choice": theirs["acc"],
+            "ratio_tokens": round(theirs["tokens"] / ours["tokens"], 2) if ours["tokens"] else None,
+            "acc_shared": ours["acc"], f"acc_{other}": theirs["acc"],
             **agreement(ours["predictions"], theirs["predictions"]),
         }
-        comparison["acc_equal"] = (comparison["acc_lm_eval"] is not None and comparison["acc_per_choice"] is not None
-                                   and abs(comparison["acc_lm_eval"] - comparison["acc_per_choice"]) < 1e-9)
-        print(json.dumps({"comparison": comparison}), flush=True)
+        print(json.dumps({"comparison": f"shared/{other}", **comparison}), flush=True)
 
-    print(f"\n{'path':<11} {'examples':>8} {'ex/s':>8} {'scoring ex/s':>12} {'wall s':>7} {'forwards':>8} "
-          f"{'seqs':>6} {'batch':>8} {'acc':>6} {'peak GiB':>8}")
+    print(f"\n{'path':<8} {'examples':>8} {'ex/s':>8} {'scoring ex/s':>12} {'wall s':>7} {'forwards':>8} "
+          f"{'seqs':>6} {'tokens':>9} {'acc':>6} {'peak GiB':>8}")
     for name, r in results.items():
         if "error" in r:
-            print(f"{name:<11} error: {r['error']}")
+            print(f"{name:<8} error: {r['error']}")
             continue
-        print(f"{name:<11} {r['examples']:>8} {r['examples_per_s']:>8.2f} {r['scoring_examples_per_s']:>12.2f} "
-              f"{r['wall_s']:>7.1f} {r['forwards']:>8} {r['sequences']:>6} {str(r['batch_size']):>8} "
+        print(f"{name:<8} {r['examples']:>8} {r['examples_per_s']:>8.2f} {r['scoring_examples_per_s']:>12.2f} "
+              f"{r['wall_s']:>7.1f} {r['forwards']:>8} {r['sequences']:>6} {r['tokens']:>9} "
               f"{r['acc'] if r['acc'] is not None else float('nan'):>6.3f} {r['peak_gib'] or 0:>8.2f}")
-    if comparison:
-        print(f"lm-eval / per-choice: {comparison['ratio_examples_per_s']}x end to end, "
-              f"{comparison['ratio_scoring_examples_per_s']}x scoring; identical predictions "
-              f"{comparison['identical_predictions']} of {comparison['compared']}, acc equal: {comparison['acc_equal']}, "
-              f"max |d loglik| {comparison['max_abs_loglikelihood_diff']}")
+    for name, c in comparisons.items():
+        print(f"{name}: {c['ratio_examples_per_s']}x end to end, {c['ratio_scoring_examples_per_s']}x scoring, "
+              f"{c['ratio_tokens']}x fewer tokens; same pick {c['identical_predictions']} of {c['compared']}, "
+              f"max |d loglik| {c['max_abs_loglikelihood_diff']}")
 
     if args.out:
         from importlib import metadata
@@ -367,7 +357,8 @@ def main() -> None:
             "dtype": dtype, "model": args.model, "data_file": args.data_file, "task": args.task, "limit": args.limit,
             "warmup": args.warmup, "batch_size": args.batch_size, "threads": args.threads,
             "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "lm_eval": metadata.version("lm-eval"),
-            "comparison": comparison, "results": results}, indent=2) + "\n")
+            "command": " ".join(sys.argv), "transformers": metadata.version("transformers"),
+            "comparisons": comparisons, "results": results}, indent=2) + "\n")
     if any("error" in r for r in results.values()):
         raise SystemExit(1)
 

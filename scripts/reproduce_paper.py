@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing, too
 from bonito_adapt.benchmarks import BENCHMARK_NAMES  # noqa: E402
 from bonito_adapt.errors import UserError  # noqa: E402
 from bonito_adapt.report import report_runs  # noqa: E402
-from bonito_adapt.report.paper import REFERENCE_F1, REFERENCE_TARGET  # noqa: E402
+from bonito_adapt.report.paper import REFERENCE_F1, REFERENCE_SOURCE  # noqa: E402
 
 BENCHMARKS = BENCHMARK_NAMES  # the paper's table order
 TABLE_FIELDS = ["benchmark", "status", "target_model", "base_f1", "adapted_f1", "delta_f1",
@@ -136,7 +136,7 @@ def paper_table(out: Path, benchmarks: list[str], failed: dict[str, str] | None 
             if row["base_f1"] or row["adapted_f1"]:
                 by_benchmark.setdefault(row["benchmark"], row)
     rows, lines = [], []
-    matches = []
+    matches, differences = [], []
     for name in benchmarks:
         found = by_benchmark.get(name)
         paper_base, paper_adapted = REFERENCE_F1[name]
@@ -149,6 +149,8 @@ def paper_table(out: Path, benchmarks: list[str], failed: dict[str, str] | None 
             status = "no results" if (out / name).is_dir() else "not run"
         if found:
             matches.append(found["paper_setup_matches"] == "True")
+            if found["paper_setup_matches"] != "True":
+                differences.append(f"{name}: {found.get('paper_setup_differences') or 'unknown'}")
         rows.append({
             "benchmark": name, "status": status, "target_model": found["target_model"] if found else "",
             "base_f1": base, "adapted_f1": adapted,
@@ -165,12 +167,10 @@ def paper_table(out: Path, benchmarks: list[str], failed: dict[str, str] | None 
                  row["status"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "F1 in percent (macro-F1; token F1 for SQuADShifts), mean over each benchmark's prompt templates; "
-              f"Δ = adapted − base. Paper: {REFERENCE_TARGET} before and after training on "
-              "Llama-3.1-8B-bonito-v1 synthetic tasks (Nayak et al., 2024)."]
+              f"Δ = adapted − base. Paper columns: the {REFERENCE_SOURCE} table."]
     if matches and not all(matches):
-        models = sorted({r["target_model"] for r in rows if r["target_model"]})
-        lines.append(f"The target model here ({', '.join(models)}) is not {REFERENCE_TARGET} in every run, so the "
-                     "paper's columns are a reference point, not a reproduction target.")
+        lines.append("The setup differs from the paper's in some runs, so the paper's columns are a reference point "
+                     "there, not a reproduction target: " + " | ".join(differences) + ".")
     if any(r["status"] != "done" for r in rows):
         lines.append("Rows without numbers were not run, failed, or have no evaluation results yet.")
     if run_dirs:

@@ -98,13 +98,13 @@ def install_hooks() -> None:
 
     evaluate_one = evaluate._evaluate_one
 
-    def slow_evaluate_one(lm, manager, task, cfg, prompt_format):
+    def slow_evaluate_one(lm, manager, task, cfg, scoring):
         if MARKS:
-            model = "adapted" if prompt_format == "bonito" else "base"
+            model = "adapted" if scoring["wrapper"] == "bonito" else "base"
             (Path(MARKS) / f"evaluate-{model}-{task}").touch()
             count_requests(lm)
         time.sleep(DELAY_S)
-        return evaluate_one(lm, manager, task, cfg, prompt_format)
+        return evaluate_one(lm, manager, task, cfg, scoring)
 
     evaluate._evaluate_one = slow_evaluate_one
 

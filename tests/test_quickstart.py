@@ -109,5 +109,5 @@ def test_recipe_train_evaluate_report_run_on_a_tiny_model(tiny_model_dir, tmp_pa
         assert sorted(entry["templates"]) == sorted(TEMPLATES) and entry["examples"] == 4
     adapted = [json.loads(line) for line in (out / "evaluate" / "samples" / "adapted" / "quickstart_qa.jsonl")
                .read_text().splitlines()]
-    assert adapted[0]["prompt"].startswith("<|input|>\n") and adapted[0]["choices"] == ["No", "Yes"]
+    assert adapted[0]["context"].startswith("<|input|>\n") and adapted[0]["continuations"] == ["No", "Yes"]
     assert "quickstart_qa" in (out / "report" / "index.md").read_text()

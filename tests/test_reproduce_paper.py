@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bonito_adapt.report.paper import REFERENCE_F1
+from bonito_adapt.config import load_recipe
+from bonito_adapt.report.paper import PAPER_WRAPPERS, REFERENCE_F1
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ["pubmed_qa", "privacy_qa", "squadshifts_nyt", "squadshifts_amazon", "squadshifts_reddit",
@@ -86,11 +87,17 @@ def fake_run(out: Path, name: str, base_f1: float | None, adapted_f1: float | No
         if f1 is None:
             continue
         templates = {f"{name}_t{i}": {"acc": f1 + 0.1, "f1": f1 + d} for i, d in enumerate((-0.02, 0.0, 0.02))}
-        models[model_name] = {name: {"templates": templates, "average": {"acc": f1 + 0.1, "f1": f1}, "examples": 50}}
+        models[model_name] = {name: {"templates": templates, "average": {"acc": f1 + 0.1, "f1": f1}, "examples": 50,
+                                     "protocol": "paper", "prompt_format": PAPER_WRAPPERS[model_name]}}
     results = {"models": models, "config": {"models": [{"name": m, "model": model} for m in models]},
                "scale": "metrics are fractions in [0, 1]"}
     (run_dir / "evaluate").mkdir()
     (run_dir / "evaluate" / "results.json").write_text(json.dumps(results))
+    # trained as the shipped paper recipe trains (what its train manifest records)
+    train = load_recipe(ROOT / "recipes" / f"{name}.yaml").train.model_dump(mode="json")
+    (run_dir / "train").mkdir()
+    (run_dir / "train" / "manifest.json").write_text(json.dumps({"stage": "train", "fingerprint": name,
+                                                                 "config": {**train, "model": model}}))
     return run_dir
 
 
@@ -116,7 +123,7 @@ def test_table_from_fake_runs(script, tmp_path):
     assert "| pubmed_qa | 25.0 | 45.0 | +20.0 | 25.6 | 44.5 | +18.9 | done |" in markdown
     assert "| contract_nli | 30.0 | 70.0 | +40.0 | 31.2 | 69.7 | +38.5 | done |" in markdown
     assert "| squadshifts_amazon | – | – | – | 17.5 | 72.9 | +55.4 | not run |" in markdown
-    assert "reference point" not in markdown  # every run's target is the paper's model
+    assert "reference point" not in markdown  # every run is set up as the paper's: target, protocol, training
     assert (tmp_path / "paper_table.md").read_text() == markdown
     with open(tmp_path / "paper_table.csv") as handle:
         table = list(csv.DictReader(handle))

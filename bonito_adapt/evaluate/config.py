@@ -20,9 +20,29 @@ class EvaluateConfig(Section):
     base_model: str | None = Field(None, description="Default: train.model.")
     gguf_file: str | None = Field(None, description="Default: train.gguf_file.")
     adapter: str | None = Field(None, description="PEFT adapter folder; default: this run's train stage output.")
-    prompt_format: dict[Literal["base", "adapted"], Literal["plain", "bonito", "chat"]] = Field(
-        default_factory=lambda: {"base": "plain", "adapted": "bonito"},
-        description="How each model sees a prompt: plain, bonito (<|input|>/<|output|> tags), or chat template.",
+    protocol: Literal["auto", "paper", "lm_eval"] = Field(
+        "auto",
+        description="How models are prompted and scored. paper: the Bonito paper's evaluation code (BOS + wrapper, "
+        "choices ending in EOS tokenized apart from the prompt, source cut at 1,024 tokens; SQuADShifts greedy, 25 "
+        "tokens, no stop, first gold answer); lm_eval: lm-eval's own (choice after a space, no EOS; SQuADShifts "
+        "until a newline, 48 tokens); auto: paper for the paper's benchmarks, lm_eval for other tasks "
+        "(docs/paper_protocol.md).",
+    )
+    prompt_format: dict[Literal["base", "adapted"],
+                        Literal["auto", "plain", "bonito", "instruct", "mistral_instruct", "chat"]] = Field(
+        default_factory=lambda: {"base": "auto", "adapted": "auto"},
+        description="The wrapper around each model's prompt: plain, bonito (<|input|>/<|output|> tags, the training "
+        "format), instruct ('Instruct: ...\\nAnswer:'), mistral_instruct ('[INST] ... [/INST]'), chat (the tokenizer's "
+        "chat template); auto: the paper's choice under the paper protocol (instruct for a base model, bonito for an "
+        "adapter, mistral_instruct for Mistral-7B-Instruct-v0.2), plain / bonito under lm_eval.",
+    )
+    squad_gold: Literal["auto", "first", "all"] = Field(
+        "auto", description="SQuADShifts references: first (the paper's: answers.text[0] only), all (SQuAD's rule: the "
+        "best over every gold answer); auto: first under the paper protocol, all under lm_eval.",
+    )
+    shared_context: bool = Field(
+        True, description="hf backend: score all answer choices of an example in one pass over its context "
+        "(same log-likelihoods as one forward per choice); false: lm-eval's own per-choice forwards.",
     )
     data_files: dict[str, str] = Field(
         default_factory=dict, description="Task name -> local table file (.jsonl, .json, .csv, .parquet; .gz too) in the public dataset's field names, replacing that dataset for all its templates."

@@ -1,16 +1,16 @@
-"""The lm-eval model of each evaluated model (`base`, `adapted`): which model and adapter, and how
-its prompts are wrapped.
+"""The lm-eval model of each evaluated model (`base`, `adapted`): which model and adapter, and the
+model class that wraps its prompts and scores them (`protocol.py`, `scoring.py`).
 
-Prompt formats: `plain` sends the template text as is; `chat` renders it as one user turn with
-the tokenizer's chat template (lm-eval's `apply_chat_template`); `bonito` wraps it as the
-adapted model was trained, `<|input|>\\n{prompt}\\n<|output|>\\n`. Bonito wrapping uses the same
-lm-eval hook as chat: the model class's `apply_chat_template` is overridden to return
-`training_prompt(prompt)`, so the answer choices follow the wrapped prompt directly
-(no target delimiter), exactly as outputs follow `<|output|>\\n` in training.
+Prompt formats (`evaluate.prompt_format`, per model): `auto` (the protocol's choice), `plain`,
+`bonito` (`<|input|>\\n{prompt}\\n<|output|>\\n`, the training format), `instruct`
+(`Instruct: {prompt}\\nAnswer:`), `mistral_instruct` (`[INST] {prompt} [/INST]`) or `chat` (the
+tokenizer's chat template). Wrappers go in through lm-eval's chat-template hook, so the answer
+choices follow the wrapped prompt directly (no target delimiter).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,31 +18,34 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UserError, missing_extra
 from ..models import check_model_reference
 from ..rundir import hash_files, read_manifest
-from ..train.data import training_prompt
+from .protocol import ProtocolMixin
 
 if TYPE_CHECKING:
     from ..config import Recipe
 
-__all__ = ["wrap_lm_class", "device_and_dtype", "build_lm", "model_specs", "adapter_fingerprint"]
+__all__ = ["lm_class", "device_and_dtype", "build_lm", "model_specs", "adapter_fingerprint"]
 
 _CPU_BATCH_SIZE = 8  # lm-eval's "auto" probes 64 full-length sequences: far too slow on a CPU
 
 
-def wrap_lm_class(lm_class, prompt_format: str):
-    """`lm_class` itself, or for `bonito` a subclass whose chat hook produces the Bonito training prompt."""
-    if prompt_format != "bonito":
-        return lm_class
+@functools.cache
+def lm_class(backend: str, shared_context: bool = True):
+    """lm-eval's model class for `backend` (hf, vllm) with the protocol's wrappers and encoding, and for hf
+    (with `shared_context`) ranked choices scored in one pass over each context."""
+    if backend == "vllm":
+        try:
+            import vllm  # noqa: F401
+            from lm_eval.models.vllm_causallms import VLLM
+        except ImportError:
+            raise missing_extra("vllm", "vllm") from None
 
-    class BonitoPromptLM(lm_class):
-        def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-            # Zero-shot: one user turn (plus a system turn only if a description is set).
-            return training_prompt("\n\n".join(message["content"] for message in chat_history))
+        return type("ProtocolVLLM", (ProtocolMixin, VLLM), {})
+    from lm_eval.models.huggingface import HFLM
 
-        def chat_template(self, chat_template: bool | str = False) -> str | None:
-            return training_prompt("{prompt}")
+    from .scoring import SharedContextMixin
 
-    BonitoPromptLM.__name__ = f"Bonito{lm_class.__name__}"
-    return BonitoPromptLM
+    bases = (ProtocolMixin, SharedContextMixin, HFLM) if shared_context else (ProtocolMixin, HFLM)
+    return type("ProtocolHFLM" if shared_context else "ProtocolHFLMPerChoice", bases, {})
 
 
 def device_and_dtype(dtype: str) -> tuple[str, str]:
@@ -55,22 +58,13 @@ def device_and_dtype(dtype: str) -> tuple[str, str]:
 
 
 def build_lm(spec: dict[str, Any], cfg, device: str, dtype: str):
-    prompt_format = spec["prompt_format"]
     if cfg.backend == "vllm":
-        try:
-            import vllm  # noqa: F401
-            from lm_eval.models.vllm_causallms import VLLM
-        except ImportError:
-            raise missing_extra("vllm", "vllm") from None
         kwargs: dict[str, Any] = {"pretrained": spec["model"], "dtype": dtype, "batch_size": cfg.batch_size,
                                   "trust_remote_code": cfg.trust_remote_code, "seed": cfg.seed}
         if spec["adapter"]:
             rank = json.loads((Path(spec["adapter"]) / "adapter_config.json").read_text()).get("r", 16)
             kwargs.update(lora_local_path=spec["adapter"], max_lora_rank=rank)
-        lm_class = wrap_lm_class(VLLM, prompt_format)
     else:
-        from lm_eval.models.huggingface import HFLM
-
         batch_size = cfg.batch_size if device == "cuda" or cfg.batch_size != "auto" else _CPU_BATCH_SIZE
         kwargs = {"pretrained": spec["model"], "dtype": dtype, "device": device, "batch_size": batch_size,
                   "trust_remote_code": cfg.trust_remote_code}
@@ -80,16 +74,15 @@ def build_lm(spec: dict[str, Any], cfg, device: str, dtype: str):
             kwargs["peft"] = spec["adapter"]
             if (Path(spec["adapter"]) / "tokenizer_config.json").is_file():
                 kwargs["tokenizer"] = spec["adapter"]  # the train stage saves the tokenizer it trained with
-        lm_class = wrap_lm_class(HFLM, prompt_format)
     try:
-        lm = lm_class(**kwargs)
+        lm = lm_class(cfg.backend, cfg.shared_context)(**kwargs)
     except (OSError, ValueError) as error:
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise UserError(f"evaluate: could not load the {spec['name']} model {spec['model']!r} ({detail}); "
                         "check evaluate.base_model / evaluate.adapter") from None
     if cfg.backend == "hf":
         _share_requests_across_processes(lm)
-    if prompt_format == "chat" and not lm.chat_template(True):
+    if spec["prompt_format"] == "chat" and not lm.tokenizer.chat_template:
         raise UserError(f"evaluate.prompt_format.{spec['name']}: chat, but {spec['model']!r} has no chat template; "
                         "use plain (base models) or bonito (adapted models)")
     return lm
@@ -120,9 +113,8 @@ def model_specs(recipe: Recipe, run_dir: Path) -> list[dict[str, Any]]:
             if not (Path(adapter) / "adapter_config.json").is_file():
                 raise UserError(f"evaluate.models includes 'adapted' but {adapter!r} holds no PEFT adapter; "
                                 "run the train stage first or set evaluate.adapter")
-        default_format = "bonito" if name == "adapted" else "plain"
         specs.append({"name": name, "model": base_model, "gguf_file": gguf_file, "adapter": adapter,
-                      "prompt_format": cfg.prompt_format.get(name, default_format)})
+                      "prompt_format": cfg.prompt_format.get(name, "auto")})
     return specs
 
 

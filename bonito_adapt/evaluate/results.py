@@ -44,18 +44,25 @@ def results_summary(raw: dict[str, Any], task: str) -> dict[str, Any]:
 
 
 def sample_record(template: str, sample: dict[str, Any]) -> dict[str, Any]:
+    """One evaluated example: `context`, the exact string the model was given (wrapper, BOS text under the
+    paper protocol, and all); for ranked choice `continuations`, the exact strings scored after it (EOS
+    text included under the paper protocol), their `loglikelihoods`, the `prediction` (argmax, first on
+    ties) and `answer_choices` (the template's choices); for generation the raw `prediction`."""
     arguments = sample.get("arguments") or []
     record = {"template": template, "doc_id": sample.get("doc_id"), "target": sample.get("target")}
     if arguments:
-        record["prompt"] = arguments[0][0]
+        record["context"] = arguments[0][0]
     scores = sample.get("filtered_resps") or []
     if arguments and all(isinstance(s, (list, tuple)) and len(s) == 2 for s in scores) and len(arguments) == len(scores):
         # multiple choice: one (loglikelihood, is_greedy) per choice; the prediction is the argmax
         loglikelihoods = [float(s[0]) for s in scores]
-        choices = [arg[1] for arg in arguments]
+        continuations = [arg[1] for arg in arguments]
         best = max(range(len(loglikelihoods)), key=loglikelihoods.__getitem__)
-        record.update(choices=choices, loglikelihoods=loglikelihoods, prediction=best,
-                      prediction_text=choices[best])
+        record.update(continuations=continuations, loglikelihoods=loglikelihoods, prediction=best,
+                      prediction_text=continuations[best])
+        doc = sample.get("doc") or {}
+        if isinstance(doc, dict) and isinstance(doc.get("paper_choices"), list):
+            record["answer_choices"] = doc["paper_choices"]
     else:
         record["prediction"] = scores[0] if len(scores) == 1 else scores
     for key in ("acc", "exact_match", "f1"):

@@ -17,10 +17,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..benchmarks import benchmark
 from ..distributed import process_state
 from ..errors import UserError
 from ..rundir import StageRun, atomic_write_json, config_hash, hash_files
 from .models import adapter_fingerprint, build_lm, device_and_dtype, model_specs
+from .protocol import resolve_wrapper, task_protocol
 from .results import results_summary, write_samples
 from .tasks import data_file_overrides, load_task_objects, task_manager
 
@@ -76,13 +78,17 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
     pairs = []
     for spec in specs:
         for task in cfg.tasks:
+            scoring = _scoring(cfg, spec, task)
             key = config_hash({"model": {k: v for k, v in spec.items() if k != "adapter"},
                                "adapter": inputs.get("adapter") if spec["adapter"] else None,
                                "task": task, "data": inputs.get(f"data:{task}"), "backend": cfg.backend,
-                               "dtype": dtype, "limit": cfg.limit, "seed": cfg.seed})
+                               "dtype": dtype, "limit": cfg.limit, "seed": cfg.seed,
+                               **{k: v for k, v in scoring.items() if k != "overrides"},
+                               "overrides": sorted(scoring["overrides"])})
             marker = out / "done" / spec["name"] / f"{task}.json"
             done = json.loads(marker.read_text()) if marker.is_file() else None
-            pairs.append((spec, task, key, marker, done if done and done.get("key") == key and not force else None))
+            pairs.append((spec, task, scoring, key, marker,
+                          done if done and done.get("key") == key and not force else None))
     state.wait_for_everyone()
     if main:
         stage.start()
@@ -94,7 +100,7 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
                   TimeElapsedColumn(), console=console, disable=not main) as progress:
         bar = progress.add_task("", total=len(pairs))
         lm, lm_of = None, None
-        for spec, task, key, marker, done in pairs:
+        for spec, task, scoring, key, marker, done in pairs:
             progress.update(bar, description=f"{spec['name']} / {task}")
             if done:
                 summary[spec["name"]][task] = done["summary"]
@@ -103,12 +109,13 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
             if lm_of is not spec:
                 lm = None  # the previous model's memory goes before the next one loads
                 lm, lm_of = build_lm(spec, cfg, device, dtype), spec
-            raw = _evaluate_one(lm, manager, task, cfg, spec["prompt_format"])
+            raw = _evaluate_one(lm, manager, task, cfg, scoring)
             if main:  # lm-eval returns the gathered results on rank 0 only
                 samples = raw.pop("samples", {}) or {}
                 examples += write_samples(out / "samples" / spec["name"] / f"{task}.jsonl", samples)
                 atomic_write_json(out / "raw" / spec["name"] / f"{task}.json", raw)
-                task_summary = results_summary(raw, task)
+                task_summary = {**results_summary(raw, task), "protocol": scoring["protocol"],
+                                "prompt_format": scoring["wrapper"], "squad_gold": scoring["squad_gold"]}
                 atomic_write_json(marker, {"key": key, "summary": task_summary})
                 summary[spec["name"]][task] = task_summary
             progress.advance(bar)
@@ -134,18 +141,38 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
     return out
 
 
-def _evaluate_one(lm, manager, task: str, cfg, prompt_format: str) -> dict[str, Any] | None:
+def _scoring(cfg, spec: dict[str, Any], task: str) -> dict[str, Any]:
+    """How one model is scored on one task: protocol, wrapper, and the task settings that follow from them."""
+    protocol = task_protocol(cfg.protocol, task)
+    wrapper = resolve_wrapper(spec["prompt_format"], protocol, spec["model"], spec["adapter"])
+    overrides: dict[str, Any] = {}
+    squad_gold = None
+    entry = benchmark(task)
+    if entry is not None and entry.scoring == "generate":
+        # The shipped SQuADShifts YAMLs are the paper's (25 tokens, no stop, the first gold answer).
+        squad_gold = cfg.squad_gold if cfg.squad_gold != "auto" else ("first" if protocol == "paper" else "all")
+        if protocol == "lm_eval":
+            overrides["generation_kwargs"] = {"until": ["\n"], "do_sample": False, "max_gen_toks": 48}
+        if squad_gold == "all":
+            from .tasks import utils
+
+            overrides["process_results"] = utils.squad_any_answer
+    return {"protocol": protocol, "wrapper": wrapper, "squad_gold": squad_gold, "overrides": overrides}
+
+
+def _evaluate_one(lm, manager, task: str, cfg, scoring: dict[str, Any]) -> dict[str, Any] | None:
     """lm-eval's results of one (model, task) pair; None on processes other than rank 0."""
     import lm_eval
 
-    task_object = load_task_objects(manager, task, cfg.data_files.get(task))
+    task_object = load_task_objects(manager, task, cfg.data_files.get(task), scoring["overrides"])
+    lm.use(scoring["protocol"], scoring["wrapper"])
     raw = lm_eval.simple_evaluate(
         model=lm,
         tasks=[task_object],
         task_manager=manager,
         limit=cfg.limit,
         log_samples=True,
-        apply_chat_template=prompt_format in ("chat", "bonito"),
+        apply_chat_template=lm.wraps_prompts,
         fewshot_as_multiturn=False,
         bootstrap_iters=0,  # no stderr: bootstrapping a custom aggregation (macro-F1) is slow
         random_seed=cfg.seed,

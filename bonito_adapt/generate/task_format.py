@@ -4,8 +4,11 @@ Bonito's prompt format and output parser are byte-for-byte the original `bonito`
 
 The original (BatsResearch/bonito, ``bonito/abstract.py`` and ``bonito/model.py``) builds
 ``"<|tasktype|>\\n" + full_type.strip() + "\\n<|context|>\\n" + context.strip() + "\\n<|task|>\\n"``,
-strips each prediction, keeps only predictions with exactly one ``<|pipe|>``, and returns
-``input = part0.strip().replace("{{context}}", context.strip())``, ``output = part1.strip()``.
+strips each prediction, keeps only predictions with exactly one ``<|pipe|>`` (every one of the `n`
+samples, since v0.0.2), and returns ``input = part0.strip().replace("{{context}}", context.strip())``
+and ``output = part1.strip().replace("{{context}}", context.strip())``. The replacement in the output
+follows the package's main branch (commit c19dd2b, 2025-02-24, "fix: replace {{context}} in output",
+after its last release v0.1.0, which left a text_gen output as the literal ``{{context}}``).
 """
 
 from __future__ import annotations
@@ -78,13 +81,13 @@ def bonito_prompt(context: str, task_type: str) -> str:
 def parse_bonito_output(text: str, context: str) -> tuple[str, str] | None:
     """Parse one generation into ``(input, output)``; ``None`` if it has not exactly one pipe.
 
-    ``{{context}}`` in the input is replaced by the stripped passage; as in the original,
-    the output part is only stripped.
+    ``{{context}}`` in either part is replaced by the stripped passage, as the current original does.
     """
     parts = text.strip().split(PIPE)
     if len(parts) != 2:
         return None
-    return parts[0].strip().replace("{{context}}", context.strip()), parts[1].strip()
+    passage = context.strip()
+    return parts[0].strip().replace("{{context}}", passage), parts[1].strip().replace("{{context}}", passage)
 
 
 class TaskFormat:

@@ -60,7 +60,7 @@ def plot_metrics(runs: list[dict[str, Any]], benchmarks: list[str], rows: list[d
     if paper_numbers and any(t in REFERENCE_F1 for t in benchmarks):
         for index, model in enumerate(("base", "adapted")):
             values = [REFERENCE_F1[t][index] if t in REFERENCE_F1 else None for t in benchmarks]
-            bars.append((f"paper {model} ({REFERENCE_TARGET})", values,
+            bars.append((f"model card {model} ({REFERENCE_TARGET})", values,
                          {"color": "0.75" if model == "base" else "0.45", "hatch": "//", "edgecolor": "white"}))
     if not bars or not benchmarks:
         return False

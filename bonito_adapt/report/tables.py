@@ -7,7 +7,7 @@ import csv
 import io
 from typing import Any
 
-from .paper import REFERENCE_F1, REFERENCE_TARGET, is_paper_model
+from .paper import REFERENCE_F1, REFERENCE_SOURCE, setup_differences
 from .runs import accuracy_metric, loss_points, score
 
 __all__ = ["markdown_table", "score_rows", "results_csv", "f1_table", "accuracy_table", "template_tables",
@@ -40,13 +40,15 @@ def score_rows(runs: list[dict[str, Any]], benchmarks: list[str], paper_numbers:
             base_f1, adapted_f1 = score(results, "base", task, "f1"), score(results, "adapted", task, "f1")
             base_acc, adapted_acc = score(results, "base", task, accuracy), score(results, "adapted", task, accuracy)
             paper = REFERENCE_F1.get(task) if paper_numbers else None
+            differences = setup_differences(run_info, task) if paper else []
             rows.append({
                 "run": run_info["name"], "benchmark": task, "target_model": run_info["target_model"] or "",
                 "base_f1": base_f1, "adapted_f1": adapted_f1, "delta_f1": _delta(base_f1, adapted_f1),
                 "accuracy_metric": accuracy, "base_accuracy": base_acc, "adapted_accuracy": adapted_acc,
                 "delta_accuracy": _delta(base_acc, adapted_acc),
                 "paper_base_f1": paper[0] if paper else None, "paper_adapted_f1": paper[1] if paper else None,
-                "paper_setup_matches": bool(paper) and is_paper_model(run_info["target_model"]),
+                "paper_setup_matches": bool(paper) and not differences,
+                "paper_setup_differences": "; ".join(differences),
             })
     return rows
 
@@ -55,7 +57,7 @@ def results_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     fields = ["run", "benchmark", "target_model", "base_f1", "adapted_f1", "delta_f1", "accuracy_metric",
               "base_accuracy", "adapted_accuracy", "delta_accuracy", "paper_base_f1", "paper_adapted_f1",
-              "paper_setup_matches"]
+              "paper_setup_matches", "paper_setup_differences"]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
@@ -73,9 +75,9 @@ def f1_table(runs: list[dict[str, Any]], benchmarks: list[str], rows: list[dict[
         prefix = f"{run_info['name']}: " if multi else ""
         header += [f"{prefix}base", f"{prefix}adapted", f"{prefix}Δ"]
     show_paper = paper_numbers and any(t in REFERENCE_F1 for t in benchmarks)
-    all_match = all(is_paper_model(r["target_model"]) for r in runs)
+    all_match = all(r["paper_setup_matches"] for r in rows if r["paper_base_f1"] is not None)
     if show_paper:
-        label = "paper" if all_match else "paper, reference only"
+        label = "model card" if all_match else "model card, reference only"
         header += [f"{label}: base", f"{label}: adapted"]
     table_rows = []
     for task in benchmarks:
@@ -89,12 +91,12 @@ def f1_table(runs: list[dict[str, Any]], benchmarks: list[str], rows: list[dict[
         table_rows.append(row)
     note = "F1 in percent, averaged over each benchmark's prompt templates; Δ = adapted − base."
     if show_paper:
-        note += (f" Paper: {REFERENCE_TARGET} before and after training on Llama-3.1-8B-bonito-v1 synthetic tasks "
-                 "(Nayak et al., 2024).")
+        note += f" Model card columns: the {REFERENCE_SOURCE} table (Mistral-7B-v0.1 target)."
         if not all_match:
-            others = sorted({str(r['target_model'] or 'unknown') for r in runs if not is_paper_model(r["target_model"])})
-            note += (f" The target model here ({', '.join(others)}) is not {REFERENCE_TARGET}, so the paper's numbers "
-                     "are a reference point, not a reproduction target.")
+            differing = sorted({f"{r['run']} / {r['benchmark']}: {r['paper_setup_differences']}" for r in rows
+                                if r["paper_base_f1"] is not None and not r["paper_setup_matches"]})
+            note += (" The setup here differs from the paper's, so its numbers are a reference point, not a "
+                     "reproduction target: " + " | ".join(differing) + ".")
     return markdown_table(header, table_rows), note
 
 

@@ -74,7 +74,13 @@ class TrainConfig(Section):
         if value != "auto" and value < 1:
             raise ValueError("must be at least 1 (or auto)")
         return value
-    max_length: int = Field(2048, ge=16, description="Longer examples are truncated.")
+    max_length: int = Field(2048, ge=16, description="Longer examples are truncated (their end is cut).")
+    max_prompt_length: int | None = Field(
+        None, ge=1, description="Prompt tokens kept, from the start (the paper's source_max_len is 1024); none: no "
+        "cap but max_length. Not with packing.")
+    max_completion_length: int | None = Field(
+        None, ge=1, description="Completion tokens kept, EOS included, from the start (the paper's target_max_len "
+        "is 1024); none: no cap but max_length. Not with packing.")
     max_steps: int | None = Field(None, ge=1, description="Default: the paper's rule (10,000 steps, or 1 epoch below 160,000 examples).")
     num_epochs: float | None = Field(None, gt=0, description="Train this many epochs instead of max_steps.")
     mixing: Literal["first_exhausted", "all_exhausted"] = Field(
@@ -108,6 +114,9 @@ class TrainConfig(Section):
     def _steps_or_epochs(self) -> TrainConfig:
         if self.max_steps is not None and self.num_epochs is not None:
             raise ValueError("set at most one of `max_steps` and `num_epochs`")
+        if self.packing and (self.max_prompt_length or self.max_completion_length):
+            raise ValueError("max_prompt_length / max_completion_length cut each example; with packing: true "
+                             "examples are packed whole, so drop them or set packing: false")
         return self
 
     def resolve_paths(self, base: Path) -> None:

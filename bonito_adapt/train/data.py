@@ -18,8 +18,9 @@ __all__ = ["training_prompt", "source_fingerprints", "load_training_data"]
 
 
 def training_prompt(task_input: str) -> str:
-    """The prompt an adapted model sees, as the paper trains and evaluates: input then output tag."""
-    return f"<|input|>\n{task_input}\n<|output|>\n"
+    """The prompt an adapted model sees, as the paper trains and evaluates: the stripped input between the tags
+    (training/train_decoder.py `preprocess_function`; the BOS comes from the tokenizer)."""
+    return f"<|input|>\n{task_input.strip()}\n<|output|>\n"
 
 
 def _source_name(source: TrainDatasetConfig, index: int) -> str:
@@ -104,8 +105,9 @@ def _to_prompt_completion(data, source: TrainDatasetConfig, fmt: str):
         if fmt == "chat":
             return {"prompt": [{"role": "user", "content": task_input}],
                     "completion": [{"role": "assistant", "content": task_output}]}
-        # TRL appends the EOS token to the completion (non-conversational prompt/completion data).
-        return {"prompt": training_prompt(task_input), "completion": task_output}
+        # TRL appends the EOS token to the completion (non-conversational prompt/completion data); the paper
+        # strips the output, as the input.
+        return {"prompt": training_prompt(task_input), "completion": task_output.strip()}
 
     data = data.filter(lambda row: row[source.input_col] is not None and row[source.output_col] is not None)
     return data.map(convert, remove_columns=data.column_names)

@@ -200,13 +200,23 @@ def _load_model(config: TrainConfig, setup: TrainSetup):
     return model
 
 
-def _truncate(dataset, max_length: int):
-    """Cut prepared examples to max_length tokens and drop those left without a loss token.
+def _truncate(dataset, max_length: int, max_prompt_length: int | None = None,
+              max_completion_length: int | None = None):
+    """Cut prepared examples: the prompt to its first `max_prompt_length` tokens, the completion to its first
+    `max_completion_length` (the paper's source/target caps), the whole to `max_length`; drop those left
+    without a loss token. The prompt is the run of -100 labels at the start.
 
-    TRL does this itself except in padding-free mode without packing, where it asks for
-    pre-truncated inputs.
+    TRL would cut only the whole, and not at all in padding-free mode without packing.
     """
-    dataset = dataset.map(lambda ex: {"input_ids": ex["input_ids"][:max_length], "labels": ex["labels"][:max_length]})
+    def cut(example):
+        ids, labels = example["input_ids"], example["labels"]
+        prompt = next((i for i, label in enumerate(labels) if label != -100), len(labels))
+        prompt_end = prompt if max_prompt_length is None else min(prompt, max_prompt_length)
+        completion_end = len(ids) if max_completion_length is None else min(len(ids), prompt + max_completion_length)
+        return {"input_ids": (ids[:prompt_end] + ids[prompt:completion_end])[:max_length],
+                "labels": (labels[:prompt_end] + labels[prompt:completion_end])[:max_length]}
+
+    dataset = dataset.map(cut)
     return dataset.filter(lambda ex: any(label != -100 for label in ex["labels"]))
 
 
@@ -243,8 +253,8 @@ def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_d
         gradient_checkpointing=config.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         use_liger_kernel=setup.use_liger_kernel,
-        # Padding-free without packing: TRL leaves truncation to us (see _truncate).
-        max_length=None if padding_free and not config.packing else config.max_length,
+        # Without packing the stage truncates itself (prompt and completion caps; see _truncate).
+        max_length=config.max_length if config.packing else None,
         padding_free=padding_free,
         packing=config.packing,
         completion_only_loss=True,
@@ -266,8 +276,9 @@ def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_d
     )
     trainer = SFTTrainer(model=_load_model(config, setup), args=args, train_dataset=dataset,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
-    if padding_free and not config.packing:
-        trainer.train_dataset = _truncate(trainer.train_dataset, config.max_length)
+    if not config.packing:
+        trainer.train_dataset = _truncate(trainer.train_dataset, config.max_length, config.max_prompt_length,
+                                          config.max_completion_length)
     if len(trainer.train_dataset) == 0:
         raise UserError("train: no example has a completion token within train.max_length; raise max_length")
     return trainer

@@ -43,7 +43,11 @@ def test_base_and_adapted_tiny_model_results_layout_and_resume(tiny_model_dir, t
 
     results = json.loads((out / "results.json").read_text())
     assert set(results["models"]) == {"base", "adapted"}
-    assert results["config"]["prompt_format"] == {"base": "plain", "adapted": "bonito"}
+    # pubmed_qa is a paper benchmark: protocol auto scores it as the paper's code, with its wrappers
+    assert results["config"]["protocol"] == "auto"
+    for model, wrapper in (("base", "instruct"), ("adapted", "bonito")):
+        assert results["models"][model]["pubmed_qa"]["protocol"] == "paper"
+        assert results["models"][model]["pubmed_qa"]["prompt_format"] == wrapper
     for model in ("base", "adapted"):
         entry = results["models"][model]["pubmed_qa"]
         assert len(entry["templates"]) == 5 and entry["examples"] == 3
@@ -62,12 +66,18 @@ def test_base_and_adapted_tiny_model_results_layout_and_resume(tiny_model_dir, t
         raw = json.loads((out / "raw" / model / "pubmed_qa.json").read_text())
         assert "pubmed_qa" in raw["results"] and "samples" not in raw
 
+    # The samples show exactly what was scored: BOS text + wrapper around the template's input, and each
+    # answer choice stripped and followed by the EOS text.
     base_rows = read_samples(out / "samples" / "base" / "pubmed_qa.jsonl")
     adapted_rows = read_samples(out / "samples" / "adapted" / "pubmed_qa.jsonl")
-    assert not base_rows[0]["prompt"].startswith("<|input|>")
-    assert adapted_rows[0]["prompt"].startswith("<|input|>\n") and adapted_rows[0]["prompt"].endswith("\n<|output|>\n")
-    assert adapted_rows[0]["prompt"] == training_prompt(base_rows[0]["prompt"])
-    assert base_rows[0]["choices"][0].startswith(" ") and not adapted_rows[0]["choices"][0].startswith(" ")
+    for base_row, adapted_row in zip(base_rows, adapted_rows, strict=True):
+        assert base_row["context"].startswith("<s>Instruct: ") and base_row["context"].endswith("\nAnswer:")
+        text = base_row["context"][len("<s>Instruct: "):-len("\nAnswer:")]
+        assert text == text.strip() and text
+        assert adapted_row["context"] == "<s>" + training_prompt(text)
+        for row in (base_row, adapted_row):
+            assert row["continuations"] == [choice + "</s>" for choice in row["answer_choices"]]
+            assert sorted(row["answer_choices"]) == sorted(LABELS)
     # the adapter is really applied: same documents, different scores
     assert adapted_rows[0]["loglikelihoods"] != base_rows[0]["loglikelihoods"]
 
@@ -90,7 +100,46 @@ def test_chat_prompt_format_uses_the_tokenizer_chat_template(tiny_model_dir, tmp
                          prompt_format={"base": "chat"}, data_files={"pubmed_qa": str(data)})
     out = evaluate.run(recipe, recipe.run_dir)
     row = read_samples(out / "samples" / "base" / "pubmed_qa.jsonl")[0]
-    assert row["prompt"].startswith("<|im_start|>user\n") and row["prompt"].endswith("<|im_start|>assistant\n")
+    # paper protocol (auto for pubmed_qa): the BOS text goes before whatever the wrapper made
+    assert row["context"].startswith("<s><|im_start|>user\n") and row["context"].endswith("<|im_start|>assistant\n")
+
+
+def test_lm_eval_protocol_keeps_lm_eval_requests(tiny_model_dir, tiny_adapter, tmp_path):
+    """protocol: lm_eval: the answer choice after lm-eval's target delimiter (plain) or right after the
+    training prompt (bonito), no BOS or EOS text."""
+    data = write_jsonl(tmp_path / "pubmed.jsonl", PUBMED_RECORDS[:2])
+    recipe = make_recipe(tmp_path, tasks=["pubmed_qa"], base_model=str(tiny_model_dir), adapter=str(tiny_adapter),
+                         protocol="lm_eval", data_files={"pubmed_qa": str(data)})
+    out = evaluate.run(recipe, recipe.run_dir)
+    results = json.loads((out / "results.json").read_text())["models"]
+    assert results["base"]["pubmed_qa"]["prompt_format"] == "plain"
+    assert results["adapted"]["pubmed_qa"]["prompt_format"] == "bonito"
+    base_row = read_samples(out / "samples" / "base" / "pubmed_qa.jsonl")[0]
+    adapted_row = read_samples(out / "samples" / "adapted" / "pubmed_qa.jsonl")[0]
+    assert not base_row["context"].startswith("<s>") and adapted_row["context"] == training_prompt(base_row["context"])
+    assert base_row["continuations"] == [" " + c for c in base_row["answer_choices"]]
+    assert adapted_row["continuations"] == adapted_row["answer_choices"]
+
+
+@pytest.mark.parametrize("protocol", ["paper", "lm_eval"])
+def test_shared_context_scoring_equals_one_forward_per_choice(tiny_model_dir, tiny_adapter, tmp_path, protocol):
+    """All choices of an example scored from one pass over the context give lm-eval's per-choice
+    log-likelihoods (fp32, within 1e-4) and the same picks, for the base model and through an adapter."""
+    data = write_jsonl(tmp_path / "pubmed.jsonl", PUBMED_RECORDS)
+    rows = {}
+    for shared in (True, False):
+        recipe = make_recipe(tmp_path / str(shared), tasks=["pubmed_qa"], base_model=str(tiny_model_dir),
+                             adapter=str(tiny_adapter), protocol=protocol, shared_context=shared, dtype="float32",
+                             batch_size=3, data_files={"pubmed_qa": str(data)})
+        out = evaluate.run(recipe, recipe.run_dir)
+        rows[shared] = {model: read_samples(out / "samples" / model / "pubmed_qa.jsonl") for model in ("base", "adapted")}
+    for model in ("base", "adapted"):
+        assert len(rows[True][model]) == 5 * len(PUBMED_RECORDS)
+        for shared_row, per_choice_row in zip(rows[True][model], rows[False][model], strict=True):
+            assert shared_row["context"] == per_choice_row["context"]
+            assert shared_row["continuations"] == per_choice_row["continuations"]
+            assert shared_row["loglikelihoods"] == pytest.approx(per_choice_row["loglikelihoods"], abs=1e-4)
+            assert shared_row["prediction"] == per_choice_row["prediction"]
 
 
 def test_config_errors_are_one_line_user_errors(tiny_model_dir, tmp_path):
@@ -122,39 +171,15 @@ def test_unknown_task_lists_close_matches_and_any_lm_eval_task_is_accepted():
 
 # --------------------------------------------------------------------------- real model
 
-def _reference_scores(model, tokenizer, context: str, continuations: list[str]) -> list[float]:
-    """Sum of log-probabilities of each continuation's tokens given the context (teacher forcing).
-
-    The context runs once; each continuation is scored from a copy of its key/value cache.
-    """
-    import copy
-
-    import torch
-
-    context_ids = tokenizer(context)["input_ids"]
-    with torch.no_grad():
-        context_out = model(torch.tensor([context_ids]), use_cache=True)
-    scores = []
-    for continuation in continuations:
-        full_ids = tokenizer(context + continuation)["input_ids"]
-        assert full_ids[: len(context_ids)] == context_ids
-        choice_ids = full_ids[len(context_ids):]
-        logits = context_out.logits[0, -1:]
-        if len(choice_ids) > 1:
-            with torch.no_grad():
-                rest = model(torch.tensor([choice_ids[:-1]]), past_key_values=copy.deepcopy(context_out.past_key_values))
-            logits = torch.cat([logits, rest.logits[0]])
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        scores.append(sum(log_probs[i, token].item() for i, token in enumerate(choice_ids)))
-    return scores
-
-
 @pytest.mark.slow
 def test_smollm2_numbers_equal_a_direct_ranked_scoring(smollm2_dir, tmp_path):
-    """The stage's acc and macro-F1 equal a by-hand ranked classification with the model's logits."""
+    """The stage's acc and macro-F1 under the paper protocol equal a by-hand ranked classification with
+    the model's logits: BOS text + wrapper, each choice + EOS tokenized on its own, summed log-probs."""
     import torch
+    from sklearn.metrics import f1_score
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from bonito_adapt.evaluate.protocol import wrap
     from bonito_adapt.evaluate.tasks import load_task_objects, task_manager
 
     data = write_jsonl(tmp_path / "pubmed.jsonl", PUBMED_RECORDS)
@@ -164,29 +189,34 @@ def test_smollm2_numbers_equal_a_direct_ranked_scoring(smollm2_dir, tmp_path):
     out = evaluate.run(recipe, recipe.run_dir)
     results = json.loads((out / "results.json").read_text())["models"]
 
-    # Reference: render each template's prompt with the task definition, then score by hand.
+    # Reference: render each template's input with the task definition, then score by hand.
     group = load_task_objects(task_manager(["pubmed_qa"]), "pubmed_qa", str(data))
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
-    for model_name, wrap, delimiter in (("base", lambda p: p, " "), ("adapted", training_prompt, "")):
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    for model_name, wrapper in (("base", "instruct"), ("adapted", "bonito")):
         for task in group.get_all_tasks():
             golds, preds = [], []
             for doc in task.test_docs():
-                prompt = wrap(task.doc_to_text(doc))
-                scores = _reference_scores(model, tokenizer, prompt, [delimiter + c for c in task.doc_to_choice(doc)])
+                source = ids(tokenizer.bos_token + wrap(wrapper, task.doc_to_text(doc), "paper"))
+                scores = []
+                for choice in task.doc_to_choice(doc):
+                    target = ids(choice.strip() + tokenizer.eos_token)
+                    with torch.no_grad():
+                        logits = model(torch.tensor([source + target])).logits[0, len(source) - 1:-1]
+                    log_probs = torch.log_softmax(logits.float(), dim=-1)
+                    scores.append(log_probs[torch.arange(len(target)), torch.tensor(target)].sum().item())
                 preds.append(max(range(len(scores)), key=scores.__getitem__))
-                golds.append(LABELS.index(doc["final_decision"]))
+                golds.append(task.doc_to_target(doc))
+                assert task.doc_to_choice(doc)[golds[-1]] == doc["final_decision"]
             accuracy = sum(g == p for g, p in zip(golds, preds, strict=True)) / len(golds)
-            # macro-F1 by hand over the classes seen as gold or prediction
-            f1s = []
-            for label in sorted(set(golds) | set(preds)):
-                tp = sum(g == label and p == label for g, p in zip(golds, preds, strict=True))
-                fp = sum(g != label and p == label for g, p in zip(golds, preds, strict=True))
-                fn = sum(g == label and p != label for g, p in zip(golds, preds, strict=True))
-                f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
             stage = results[model_name]["pubmed_qa"]["templates"][task.task_name]
             assert stage["acc"] == pytest.approx(accuracy), (model_name, task.task_name)
-            assert stage["f1"] == pytest.approx(sum(f1s) / len(f1s)), (model_name, task.task_name)
+            # the paper's code: sklearn's f1_score(average="macro")
+            assert stage["f1"] == pytest.approx(f1_score(golds, preds, average="macro")), (model_name, task.task_name)
 
 
 def test_two_processes_under_torchrun_split_the_requests_and_rank_zero_writes(tiny_model_dir, tmp_path):

@@ -21,12 +21,14 @@ def original_prompt(context: str, task_type: str) -> str:
 
 
 def original_parse(generated: str, context: str):
-    # Verbatim logic of Bonito.generate_tasks (strip) + _postprocess_dataset (filter, map)
+    # Verbatim logic of Bonito.generate_tasks (strip) + _postprocess_dataset (filter, map), on bonito's main
+    # branch (c19dd2b, "fix: replace {{context}} in output"; v0.1.0 and earlier left the output alone)
     prediction = generated.strip()
     if len(prediction.split("<|pipe|>")) != 2:
         return None
     pair = prediction.split("<|pipe|>")
-    return pair[0].strip().replace("{{context}}", context.strip()), pair[1].strip()
+    return (pair[0].strip().replace("{{context}}", context.strip()),
+            pair[1].strip().replace("{{context}}", context.strip()))
 
 
 CONTEXT = "  The Receiving Party shall not disclose Confidential Information.\n"
@@ -55,8 +57,8 @@ def test_parse_hand_checked_values():
     assert parse_bonito_output("no pipe", CONTEXT) is None
     assert parse_bonito_output("a<|pipe|>b<|pipe|>c", CONTEXT) is None
     assert parse_bonito_output("Read: {{context}}<|pipe|> Yes ", "  ctx  ") == ("Read: ctx", "Yes")
-    # {{context}} in the output part is left alone, exactly as the original does.
-    assert parse_bonito_output("q<|pipe|>{{context}}", "ctx") == ("q", "{{context}}")
+    # {{context}} in the output part is the passage too (text_gen outputs), as the current original does.
+    assert parse_bonito_output("q<|pipe|>{{context}}", " ctx ") == ("q", "ctx")
     assert parse_bonito_output("  x  <|pipe|>\n y\n", "c") == ("x", "y")
 
 

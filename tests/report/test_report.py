@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from bonito_adapt.cli import main
-from bonito_adapt.config import Recipe
+from bonito_adapt.config import Recipe, load_recipe
 from bonito_adapt.errors import UserError
 from bonito_adapt.report import report_runs, run
 from bonito_adapt.report.config import ReportConfig
+from bonito_adapt.report.paper import PAPER_TRAINING, setup_differences
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def template_results(values: dict[str, tuple[float, float]]) -> dict:
@@ -23,26 +26,49 @@ def template_results(values: dict[str, tuple[float, float]]) -> dict:
                         "f1": sum(v["f1"] for v in templates.values()) / n}}
 
 
+PAPER_SCORING = {"base": {"protocol": "paper", "prompt_format": "instruct"},
+                 "adapted": {"protocol": "paper", "prompt_format": "bonito"}}
+
+
+def paper_train_config(**changes) -> dict:
+    """The train section of the shipped paper recipe, as the train stage's manifest records it."""
+    config = load_recipe(RECIPES / "pubmed_qa.yaml").train.model_dump(mode="json")
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        target = config
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    return config
+
+
 def make_run(root: Path, name: str, model: str, *, base_f1: float, adapted_f1: float, with_train=True,
-             with_generate=True) -> Path:
+             with_generate=True, scoring=PAPER_SCORING, train_config=None) -> Path:
+    """A fabricated run directory; by default scored and trained as the paper recipe does."""
     run_dir = root / name
     (run_dir / "evaluate").mkdir(parents=True)
     (run_dir / "recipe.yaml").write_text(f"name: {name}\noutput_dir: {run_dir}\ntrain: {{model: {model}}}\n")
+    squad = {"templates": {"squadshifts_amazon": {"exact_match": 0.2, "f1": 0.3}},
+             "average": {"exact_match": 0.2, "f1": 0.3}, "examples": 50, "squad_gold": "first"}
     results = {
         "models": {
             "base": {"pubmed_qa": template_results({"pubmed_qa_a": (0.5, base_f1 - 0.1), "pubmed_qa_b": (0.7, base_f1 + 0.1)}),
-                     "squadshifts_amazon": {"templates": {"squadshifts_amazon": {"exact_match": 0.2, "f1": 0.3}},
-                                            "average": {"exact_match": 0.2, "f1": 0.3}, "examples": 50}},
+                     "squadshifts_amazon": squad},
             "adapted": {"pubmed_qa": template_results({"pubmed_qa_a": (0.6, adapted_f1), "pubmed_qa_b": (0.8, adapted_f1)})},
         },
         "config": {"base_model": model},
     }
+    for model_name, tasks in results["models"].items():
+        for summary in tasks.values():
+            summary.update(scoring[model_name])
     (run_dir / "evaluate" / "results.json").write_text(json.dumps(results))
     if with_train:
         (run_dir / "train").mkdir()
         history = [{"step": s, "loss": 2.0 / s, "learning_rate": 1e-4, "grad_norm": 1.0} for s in range(1, 11)]
         history.append({"step": 10, "train_loss": 0.9, "train_runtime": 12.0})
         (run_dir / "train" / "log_history.json").write_text(json.dumps(history))
+        config = train_config if train_config is not None else paper_train_config(model=model)
+        (run_dir / "train" / "manifest.json").write_text(json.dumps({"stage": "train", "fingerprint": f"fake-{name}", "config": config}))
     if with_generate:
         (run_dir / "generate").mkdir()
         stats = {"documents": 12, "passages": 30, "generations": 30, "parsed": 27, "parse_rate": 0.9,
@@ -59,7 +85,7 @@ def test_single_run_table_csv_and_plots(tmp_path):
     # F1 row: base mean(0.2, 0.4) = 30.0, adapted 45.0, delta +15.0, paper 25.6 -> 44.5 (same target model)
     assert "| pubmed_qa | 30.0 | 45.0 | +15.0 | 25.6 | 44.5 |" in index
     assert "| squadshifts_amazon | 30.0 | – | – | 17.5 | 72.9 |" in index
-    assert "reference only" not in index
+    assert "reference only" not in index and "| model card: base | model card: adapted |" in index
     assert "| pubmed_qa | accuracy | 60.0 | 70.0 | +10.0 |" in index
     assert "| squadshifts_amazon | exact match | 20.0 | – | – |" in index
     assert "| parse_rate | 0.9 |" in index and "| by_task_type.nli | 27 |" in index
@@ -86,9 +112,9 @@ def test_runs_side_by_side_and_paper_numbers_as_reference(tmp_path):
     out = report_runs([first, second], out_dir=tmp_path / "cmp")
     index = (out / "index.md").read_text()
     assert ("| benchmark | small: base | small: adapted | small: Δ | bigger: base | bigger: adapted | bigger: Δ | "
-            "paper, reference only: base | paper, reference only: adapted |") in index
+            "model card, reference only: base | model card, reference only: adapted |") in index
     assert "| pubmed_qa | 20.0 | 30.0 | +10.0 | 25.0 | 50.0 | +25.0 | 25.6 | 44.5 |" in index
-    assert "not Mistral-7B-v0.1" in index
+    assert "small / pubmed_qa: target /models/SmolLM2-135M-Instruct (paper: Mistral-7B-v0.1)" in index
     assert "| parse_rate | 0.9 | – |" in index
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert {r["run"] for r in rows} == {"small", "bigger"}
@@ -99,6 +125,37 @@ def test_runs_side_by_side_and_paper_numbers_as_reference(tmp_path):
     results_section = text.split("## Results")[1].split("## Generated tasks")[0]
     assert "| pubmed_qa | 20.0 | 30.0 | +10.0 |" in results_section and "paper" not in results_section.lower()
     assert not list(without_paper.glob("*.png"))
+
+
+def test_setup_matches_the_paper_only_with_its_target_templates_wrappers_and_training(tmp_path):
+    def differences(name, model="mistralai/Mistral-7B-v0.1", **kwargs):
+        run_dir = make_run(tmp_path, name, model, base_f1=0.3, adapted_f1=0.45, with_generate=False, **kwargs)
+        from bonito_adapt.report.runs import load_run
+
+        return setup_differences(load_run(run_dir), "pubmed_qa")
+
+    assert differences("paper") == []
+    assert differences("smol", model="/models/SmolLM2-135M") == [
+        "target /models/SmolLM2-135M (paper: Mistral-7B-v0.1)"]
+    lm_eval = {"base": {"protocol": "lm_eval", "prompt_format": "plain"},
+               "adapted": {"protocol": "lm_eval", "prompt_format": "bonito"}}
+    assert differences("lm_eval", scoring=lm_eval) == ["base scored with protocol lm_eval",
+                                                       "adapted scored with protocol lm_eval"]
+    chat = {**PAPER_SCORING, "base": {"protocol": "paper", "prompt_format": "chat"}}
+    assert differences("chat", scoring=chat) == ["base wrapper chat (paper: instruct)"]
+    card = paper_train_config(model="mistralai/Mistral-7B-v0.1", **{"lora.alpha": 4.0})
+    assert differences("card_alpha", train_config=card) == ["train.lora.alpha 4.0 (paper: 16.0)"]
+    assert differences("untrained", with_train=False) == ["no train manifest"]
+    # the shipped paper recipes train as the paper's code does, key by key
+    for recipe in sorted(RECIPES.glob("*.yaml")):
+        train = load_recipe(recipe).train
+        if recipe.stem != "quickstart" and train is not None:
+            config = train.model_dump(mode="json")
+            for key, expected in PAPER_TRAINING.items():
+                value = config
+                for part in key.split("."):
+                    value = value[part]
+                assert value == expected, (recipe.name, key)
 
 
 def test_empty_run_directory_still_gives_a_report(tmp_path):

@@ -157,6 +157,24 @@ def completion_only(example) -> list[int]:
     return [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
 
 
+def test_prompt_and_completion_caps_cut_each_part_from_its_start(tmp_path, tiny_model_dir):
+    """max_prompt_length / max_completion_length: the paper's source and target caps (first tokens of each),
+    then max_length on the whole; surrounding whitespace of input and output is stripped, as the paper does."""
+    rows = [{"input": f"  {row['input']} word word word word\n", "output": f" {row['output']} and more words "}
+            for row in make_tasks(4)]
+    trainer, _ = built_trainer(tmp_path, tiny_model_dir, rows, max_prompt_length=6, max_completion_length=3,
+                               optimizer="adamw_torch")
+    tokenizer = trainer.processing_class
+    for row, example in zip(rows, (trainer.train_dataset[i] for i in range(len(rows))), strict=True):
+        prompt_ids = tokenizer(training_prompt(row["input"].strip()))["input_ids"]
+        full_ids = tokenizer(training_prompt(row["input"].strip()) + row["output"].strip() + tokenizer.eos_token)["input_ids"]
+        assert len(prompt_ids) > 6 and len(full_ids) - len(prompt_ids) > 3
+        assert example["input_ids"] == prompt_ids[:6] + full_ids[len(prompt_ids):][:3]
+        assert example["labels"] == [-100] * 6 + full_ids[len(prompt_ids):][:3]
+    with pytest.raises(ValueError, match="packing"):
+        TrainConfig(model=str(tiny_model_dir), packing=True, max_prompt_length=8)
+
+
 def test_labels_are_exactly_the_completion_and_eos_then_adapter_reloads(tmp_path, tiny_model_dir):
     import torch
     from peft import PeftModel

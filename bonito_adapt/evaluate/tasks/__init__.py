@@ -56,13 +56,15 @@ def data_file_overrides(path: str, task: str) -> dict[str, Any]:
             "dataset_kwargs": {"data_files": {"test": str(file)}}, "test_split": "test"}
 
 
-def load_task_objects(manager, name: str, data_file: str | None = None):
-    """The lm-eval Task or Group `name`; with `data_file`, every task in it reads that local file instead."""
+def load_task_objects(manager, name: str, data_file: str | None = None, overrides: dict[str, Any] | None = None):
+    """The lm-eval Task or Group `name`; with `data_file`, every task in it reads that local file instead, and
+    `overrides` (task settings) replace those of every task in it."""
+    settings = {**(data_file_overrides(data_file, name) if data_file else {}), **(overrides or {})}
     try:
-        if data_file is None:
+        if not settings:
             loaded = manager.load([name])
             return loaded["groups"].get(name) or loaded["tasks"][name]
-        return _load_with_data_file(manager, name, data_file)
+        return _load_with_settings(manager, name, settings)
     except UserError:
         raise
     except Exception as error:  # datasets raises many types (hub, network, parsing); all mean "no data"
@@ -72,12 +74,10 @@ def load_task_objects(manager, name: str, data_file: str | None = None):
                         "public dataset's field names, or check network access") from None
 
 
-def _load_with_data_file(manager, name: str, data_file: str):
+def _load_with_settings(manager, name: str, settings: dict[str, Any]):
     from lm_eval.api.group import Group
     from lm_eval.tasks._index import Kind
     from lm_eval.tasks._yaml_loader import load_yaml
-
-    overrides = data_file_overrides(data_file, name)
 
     def build(entry_name: str):
         entry = manager.task_index[entry_name]
@@ -86,7 +86,7 @@ def _load_with_data_file(manager, name: str, data_file: str):
                             "local data files work only for YAML tasks")
         config = load_yaml(entry.yaml_path, resolve_func=True)
         if entry.kind is not Kind.GROUP:
-            return manager.load([{**config, **overrides}])["tasks"][entry_name]
+            return manager.load([{**config, **settings}])["tasks"][entry_name]
         group = Group.from_config({key: config[key] for key in ("group", "task", "aggregate_metric_list", "metadata")
                                    if key in config})
         for child in config["task"]:

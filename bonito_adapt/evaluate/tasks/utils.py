@@ -1,6 +1,7 @@
 """Document preprocessing and metrics for the shipped lm-eval tasks (referenced by `!function utils.*`).
 
-Kept free of heavy imports: lm-eval imports this file when it indexes the task folder.
+lm-eval imports this file when it indexes the task folder: the paper templates' renderer is imported
+from the package (`paper_prompts.py`), which needs only jinja2 and the standard library.
 """
 
 from __future__ import annotations
@@ -10,52 +11,56 @@ import string
 from collections import Counter
 from collections.abc import Iterable
 
-PUBMED_QA_LABELS = ["yes", "no", "maybe"]
-PRIVACY_QA_LABELS = ["Irrelevant", "Relevant"]
-# ContractNLI's own label ids (0 contradiction, 1 entailment, 2 not mentioned) double as choice
-# indices: every NLI template lists its choices in that order (No/Yes/Maybe, False/True/Inconclusive).
-VITAMINC_LABELS = ["REFUTES", "SUPPORTS", "NOT ENOUGH INFO"]
+from bonito_adapt.evaluate.tasks.paper_prompts import ranked_docs, squad_docs
+
 QUICKSTART_QA_LABELS = ["no", "yes"]  # the quickstart_qa templates' choices, in this order: No, Yes
 
 
-def _keep_test_split(dataset):
-    # The PQA-L release marks the official 500-question test set with `split`; the public
-    # `pqa_labeled` config has no such column, and then every record is kept.
+def keep_test_split(dataset):
+    """PubMedQA: records with a `split` field keep only the official 500-question test set (the local
+    PQA-L file marks it); a dataset without the field (the paper's evaluation set) is kept whole."""
     if "split" in dataset.column_names:
         return dataset.filter(lambda doc: doc["split"] == "test")
     return dataset
 
 
-def process_pubmed_qa(dataset):
-    """Join the abstract's sections into `abstract` and add the gold choice index as `label`."""
-    dataset = _keep_test_split(dataset)
-
-    def _add(doc):
-        return {
-            "abstract": " ".join(part.strip() for part in doc["context"]["contexts"]),
-            "label": PUBMED_QA_LABELS.index(doc["final_decision"].strip().lower()),
-        }
-
-    return dataset.map(_add)
-
-
-def process_privacy_qa(dataset):
-    """`answer` Relevant/Irrelevant -> `label` 1/0."""
-    return dataset.map(lambda doc: {"label": PRIVACY_QA_LABELS.index(doc["answer"].strip())})
-
-
-def process_contract_nli(dataset):
-    """Labels are already 0 contradiction, 1 entailment, 2 not mentioned; only normalise spacing."""
-    return dataset.map(lambda doc: {"premise": doc["premise"].strip(), "hypothesis": doc["hypothesis"].strip()})
-
-
-def process_vitaminc(dataset):
-    """Map VitaminC to the NLI layout: evidence -> premise, claim -> hypothesis, label -> 0/1/2."""
-    return dataset.map(lambda doc: {
-        "premise": doc["evidence"].strip(),
-        "hypothesis": doc["claim"].strip(),
-        "label_index": VITAMINC_LABELS.index(doc["label"].strip().upper()),
-    })
+# One process_docs per paper template: renders it into paper_input / paper_target / paper_choices / paper_label
+# (ranked) or paper_input / paper_target (SQuADShifts). Names: paper_prompts.task_name(benchmark, template).
+pubmed_qa_given_a_passage_question_at_end = ranked_docs("pubmed_qa", "Given a passage (question at end)", prepare=keep_test_split)
+pubmed_qa_im_a_doctor = ranked_docs("pubmed_qa", "Im a doctor", prepare=keep_test_split)
+pubmed_qa_what_is_the_answer = ranked_docs("pubmed_qa", "What is the answer", prepare=keep_test_split)
+pubmed_qa_please_answer = ranked_docs("pubmed_qa", "Please answer", prepare=keep_test_split)
+pubmed_qa_given_a_passage_question_at_start = ranked_docs("pubmed_qa", "Given a passage (question at start)", prepare=keep_test_split)
+privacy_qa_prompt_1 = ranked_docs("privacy_qa", "prompt_1")
+privacy_qa_prompt_2 = ranked_docs("privacy_qa", "prompt_2")
+privacy_qa_prompt_3 = ranked_docs("privacy_qa", "prompt_3")
+privacy_qa_prompt_4 = ranked_docs("privacy_qa", "prompt_4")
+privacy_qa_prompt_5 = ranked_docs("privacy_qa", "prompt_5")
+contract_nli_prompt_1 = ranked_docs("contract_nli", "prompt_1")
+contract_nli_prompt_2 = ranked_docs("contract_nli", "prompt_2")
+contract_nli_prompt_3 = ranked_docs("contract_nli", "prompt_3")
+contract_nli_prompt_4 = ranked_docs("contract_nli", "prompt_4")
+contract_nli_prompt_5 = ranked_docs("contract_nli", "prompt_5")
+vitaminc_prompt_1 = ranked_docs("vitaminc", "prompt_1")
+vitaminc_prompt_2 = ranked_docs("vitaminc", "prompt_2")
+vitaminc_prompt_3 = ranked_docs("vitaminc", "prompt_3")
+vitaminc_prompt_4 = ranked_docs("vitaminc", "prompt_4")
+vitaminc_prompt_5 = ranked_docs("vitaminc", "prompt_5")
+squadshifts_nyt_after = squad_docs("squadshifts_nyt", "after")
+squadshifts_nyt_exam = squad_docs("squadshifts_nyt", "exam")
+squadshifts_nyt_wondered = squad_docs("squadshifts_nyt", "wondered")
+squadshifts_nyt_pick_one_answer = squad_docs("squadshifts_nyt", "pick_one_answer")
+squadshifts_nyt_question_num_hint_answer = squad_docs("squadshifts_nyt", "question_num_hint_answer")
+squadshifts_amazon_after = squad_docs("squadshifts_amazon", "after")
+squadshifts_amazon_exam = squad_docs("squadshifts_amazon", "exam")
+squadshifts_amazon_wondered = squad_docs("squadshifts_amazon", "wondered")
+squadshifts_amazon_pick_one_answer = squad_docs("squadshifts_amazon", "pick_one_answer")
+squadshifts_amazon_question_num_hint_answer = squad_docs("squadshifts_amazon", "question_num_hint_answer")
+squadshifts_reddit_after = squad_docs("squadshifts_reddit", "after")
+squadshifts_reddit_exam = squad_docs("squadshifts_reddit", "exam")
+squadshifts_reddit_wondered = squad_docs("squadshifts_reddit", "wondered")
+squadshifts_reddit_pick_one_answer = squad_docs("squadshifts_reddit", "pick_one_answer")
+squadshifts_reddit_question_num_hint_answer = squad_docs("squadshifts_reddit", "question_num_hint_answer")
 
 
 def process_quickstart_qa(dataset):
@@ -116,15 +121,19 @@ def squad_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_gold_answers(doc) -> list[str]:
-    return list(doc["answers"]["text"])
+def _squad_scores(prediction: str, golds: list[str]) -> dict[str, float]:
+    golds = golds or [""]
+    return {"exact_match": max(squad_exact_match(prediction, gold) for gold in golds),
+            "f1": max(squad_f1(prediction, gold) for gold in golds)}
 
 
-def process_squad_results(doc, results) -> dict[str, float]:
-    """Best EM and F1 of the generation against any gold answer (SQuAD's rule), in 0..1."""
-    prediction = results[0].strip()
-    golds = squad_gold_answers(doc) or [""]
-    return {
-        "exact_match": max(squad_exact_match(prediction, gold) for gold in golds),
-        "f1": max(squad_f1(prediction, gold) for gold in golds),
-    }
+def squad_first_answer(doc, results) -> dict[str, float]:
+    """EM and F1 of the stripped generation against the first gold answer only, as the paper scores
+    (its references are `answers.text[0]`); in 0..1 (the report shows percent)."""
+    answers = list(doc["answers"]["text"])
+    return _squad_scores(results[0].strip(), answers[:1])
+
+
+def squad_any_answer(doc, results) -> dict[str, float]:
+    """Best EM and F1 of the stripped generation against any gold answer (SQuAD's own rule), in 0..1."""
+    return _squad_scores(results[0].strip(), list(doc["answers"]["text"]))
