@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 MODEL_DIR := models/SmolLM2-135M-Instruct
 
-.PHONY: install quickstart test lint
+.PHONY: install quickstart test test-lowest lint
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -28,3 +28,13 @@ test: $(VENV)/.installed $(MODEL_DIR)/config.json
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bonito_adapt tests scripts
+
+# The same package at the lowest versions pyproject.toml allows (constraints/lowest.txt): the train and
+# evaluate tests, which touch those libraries' internals. CI runs it after `make test`.
+LOWEST_VENV ?= .venv-lowest
+test-lowest: $(MODEL_DIR)/config.json
+	python3 -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install -q $(TORCH_SPEC)
+	$(LOWEST_VENV)/bin/python -m pip install -q -e ".[dev]" -c constraints/lowest.txt
+	$(LOWEST_VENV)/bin/python -m pytest tests/train tests/evaluate

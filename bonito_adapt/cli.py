@@ -67,6 +67,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.command == "validate":
+        from .checks import check_recipe
+
+        check_recipe(recipe)
         console.print(f"recipe {args.recipe} is valid: stages {', '.join(recipe.stages()) or 'none'}; "
                       f"output_dir {recipe.output_dir}")
         return 0
@@ -115,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         with _sigterm_unwinds():
             return _dispatch(args)
     except UserError as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
+        for problem in getattr(error, "problems", None) or [str(error)]:  # a recipe's problems: one line each
+            print(f"error: {_one_line(problem)}", file=sys.stderr)
         return 2
     except OSError as error:
         # A full disk or quota outside our own writes (datasets, checkpoints): the machine's problem, one line.

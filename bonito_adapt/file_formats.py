@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["TABLE_BUILDERS", "GZIPPABLE", "DOCUMENT_SUFFIXES", "TABLE_FORMATS", "table_suffix", "table_builder"]
+__all__ = ["TABLE_BUILDERS", "GZIPPABLE", "DOCUMENT_SUFFIXES", "TABLE_FORMATS", "table_suffix", "table_builder",
+           "data_load_errors"]
 
 # Table suffix -> the `datasets` builder that reads it.
 TABLE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -32,3 +33,13 @@ def table_builder(path: str | Path) -> str | None:
     """The `datasets` builder name for a table file (json, csv, parquet), or None."""
     suffix = table_suffix(path)
     return TABLE_BUILDERS[suffix] if suffix else None
+
+
+def data_load_errors() -> tuple[type[BaseException], ...]:
+    """What `datasets` raises for data it cannot find, read or parse (missing files, hub and network errors,
+    malformed JSON/CSV/Parquet): the errors a loader turns into one line naming the data. Anything else (a
+    TypeError, an AttributeError from a library version mismatch) is a bug and is not relabelled."""
+    import datasets.exceptions
+    import pyarrow
+
+    return (OSError, ValueError, datasets.exceptions.DatasetsError, pyarrow.ArrowException)

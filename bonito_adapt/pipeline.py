@@ -29,7 +29,11 @@ def select_stages(recipe: Recipe, requested: str | None) -> list[str]:
 
 
 def run_stages(recipe: Recipe, stages: list[str], force: bool = False) -> dict[str, Path]:
-    """Run `stages` in pipeline order and return each stage's artifact folder."""
+    """Run `stages` in pipeline order and return each stage's artifact folder. Every static problem of the
+    recipe stops the run before the first stage starts (`checks.py`)."""
+    from .checks import check_recipe
+
+    check_recipe(recipe, stages)
     run_dir = prepare_run_dir(recipe.run_dir)
     import yaml
 

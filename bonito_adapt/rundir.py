@@ -82,6 +82,22 @@ def fsync_tree(folder: Path) -> None:
     _fsync_dir(Path(folder))
 
 
+def _new_file_mode() -> int:
+    """The mode `open()` gives a new file under the process's umask (read without changing it for long)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def follow_umask(folder: Path) -> None:
+    """Give the files under `folder` the mode of a new file under the umask: libraries that write through
+    their own temp files (safetensors) leave them 0600, unreadable to the group that serves or shares them."""
+    mode = _new_file_mode()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path):
     """Yield a temp path beside `path` (same suffix) for a writer that wants a file name (e.g. savefig);
@@ -90,6 +106,8 @@ def atomic_output(path: Path):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+        # mkstemp makes the file 0600; the renamed file gets the mode any new file gets (0644 under umask 022).
+        os.fchmod(fd, _new_file_mode())
         os.close(fd)
     except OSError as error:
         raise (write_error(path, error) or error) from None
@@ -188,11 +206,21 @@ class StageRun:
         stage.finish(counts={...}, outputs={...})
     """
 
-    def __init__(self, run_dir: Path, name: str, config: Any, inputs: Mapping[str, str]):
+    def __init__(self, run_dir: Path, name: str, config: Any, inputs: Mapping[str, str],
+                 execution: Mapping[str, Any] | None = None):
+        """`config`: a recipe section (split into result and execution settings) or the result settings as a
+        dict, with `execution` beside it. Only the result settings and `inputs` make the fingerprint."""
+        from ._schema import split_settings
+
         self.run_dir = prepare_run_dir(Path(run_dir))
         self.name = name
         self.dir = self.run_dir / name
-        self.config = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+        if hasattr(config, "model_dump"):
+            self.config, split_execution = split_settings(config)
+            execution = {**split_execution, **(execution or {})}
+        else:
+            self.config = config
+        self.execution = dict(execution or {})
         self.config_hash = config_hash(self.config)
         self.inputs = dict(inputs)
         self.fingerprint = config_hash({"config": self.config_hash, "inputs": self.inputs})
@@ -225,6 +253,7 @@ class StageRun:
             "fingerprint": self.fingerprint,
             "config_hash": self.config_hash,
             "config": self.config,
+            "execution": self.execution,  # how it was computed; not part of the fingerprint
             "inputs": self.inputs,
             "counts": dict(counts or {}),
             "outputs": dict(outputs or {}),

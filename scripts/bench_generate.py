@@ -1,4 +1,5 @@
-"""Benchmark: the transformers generation engine vs plain `model.generate` (`reference_generate.py`).
+"""Benchmark: the generation engines vs their yardsticks: the transformers engine vs plain `model.generate`
+(`reference_generate.py`), and the generate stage on vLLM vs raw `vllm.LLM.generate` (`--vllm`).
 
 Both run the same random-init model folder on the same prompts: the yardstick's random token ids
 of Bonito-like length (~400 +- 150 tokens, same --seed), 256 new tokens each, sampling at the
@@ -7,6 +8,15 @@ The yardstick runs first in its own process, then each engine variant in its own
 
     python scripts/bench_generate.py --model /tmp/llama-3.1-8b-random --yardsticks ../shared/bench \\
         --prompts 256 --variants compiled-b256,compiled-b128 --out docs/bench/generate.json
+
+`--vllm CASES` (e.g. `256x1,1024x1,4096x1,256x4,1024x4`: prompts x n) runs, in one process on one
+`vllm.LLM`, for each case: raw `LLM.generate` on the stage's Bonito prompts, then the generate stage's own
+path on the same passages (`generate_shards`: prompts, shards of 256, parsing, atomic writes; several
+shards per vLLM call, `vllm.prompts_per_call`), then the same with one shard per call (what the stage did
+before). EOS is ignored on every path so all do the same work; tokens are counted from vLLM's outputs.
+
+    python scripts/bench_generate.py --model /tmp/llama-3.1-8b-random --vllm 256x1,1024x1,4096x1,256x4,1024x4 \
+        --out docs/bench/generate_vllm_h200.json
 
 Reported: generated tokens/s (tokens actually returned / wall time, after a warm-up on 4 prompts;
 the warm-up's own time, which holds torch.compile for the compiled variants, is `warmup_s`),
@@ -100,6 +110,86 @@ def run_reference(args) -> dict:
     return {key: result[key] for key in ("gen_tokens_per_s", "wall_s", "peak_gib")}
 
 
+def run_vllm(args) -> dict:
+    """Raw vLLM vs the generate stage's path on one vLLM engine (see the module docstring)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from bonito_adapt.engines import vllm_engine
+    from bonito_adapt.engines.spec import EngineSpec, SamplingConfig
+    from bonito_adapt.generate.corpus import Passage
+    from bonito_adapt.generate.shards import generate_shards
+    from bonito_adapt.generate.task_format import TaskFormat
+
+    real_kwargs = vllm_engine.sampling_params_kwargs
+    vllm_engine.sampling_params_kwargs = lambda s, keep=False: {**real_kwargs(s, keep), "ignore_eos": True}
+    # Without this the path that runs second finds the first one's prompts in vLLM's prefix cache and skips
+    # their prefill (the 2026-12-02 run had it on: docs/performance.md says what that did to the ratios).
+    real_llm_kwargs = vllm_engine.llm_kwargs
+    vllm_engine.llm_kwargs = lambda spec: {**real_llm_kwargs(spec), "enable_prefix_caching": args.prefix_caching}
+    start = time.perf_counter()
+    engine = vllm_engine.VLLMEngine(EngineSpec(model=args.model, dtype="bfloat16",
+                                               vllm={"max_model_len": 2048, "prompts_per_call": args.prompts_per_call}))
+    startup = time.perf_counter() - start
+    counted = {"tokens": 0}
+    real_generate = engine.llm.generate
+
+    def counting_generate(*a, **kw):
+        outputs = real_generate(*a, **kw)
+        counted["tokens"] += sum(len(c.token_ids) for o in outputs for c in o.outputs)
+        return outputs
+
+    engine.llm.generate = counting_generate
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    task_format = TaskFormat("bonito", "nli")
+
+    class OneShardPerCall:  # the engine without generate_many: the stage's path before shards went in together
+        def __init__(self, inner):
+            self.inner, self.name = inner, "vllm"
+
+        def generate(self, prompts, sampling):
+            return self.inner.generate(prompts, sampling)
+
+        def count_tokens(self, text):
+            return self.inner.count_tokens(text)
+
+    warm = SamplingConfig(n=1, max_tokens=8, seed=args.seed)
+    engine.generate([task_format.prompt("warm up")] * 8, warm)
+    cases = []
+    for case in args.vllm.split(","):
+        size, n = (int(x) for x in case.split("x"))
+        texts = [tokenizer.decode(ids) for ids in make_prompts(size, tokenizer.vocab_size, args.seed)]
+        passages = [Passage(text, f"doc{i}") for i, text in enumerate(texts)]
+        sampling = SamplingConfig(n=n, temperature=0.5, top_p=0.95, max_tokens=args.new_tokens, seed=args.seed)
+        result = {"prompts": size, "n": n}
+        params = engine._vllm.SamplingParams(**vllm_engine.sampling_params_kwargs(sampling))
+        counted["tokens"] = 0
+        t0 = time.perf_counter()
+        engine.llm.generate([task_format.prompt(t) for t in texts], params, use_tqdm=False)
+        wall = time.perf_counter() - t0
+        result["raw"] = {"wall_s": round(wall, 2), "tokens": counted["tokens"],
+                         "gen_tokens_per_s": round(counted["tokens"] / wall, 1)}
+        paths = [("stage", engine)]
+        if size * n <= args.one_shard_max:  # the slow path, at the sizes where it shows the drain
+            paths.append(("stage_one_shard_per_call", OneShardPerCall(engine)))
+        for name, used in paths:
+            counted["tokens"] = 0
+            with tempfile.TemporaryDirectory() as shards:
+                t0 = time.perf_counter()
+                generate_shards(passages, used, task_format, sampling, Path(shards), args.shard_size)
+                wall = time.perf_counter() - t0
+            result[name] = {"wall_s": round(wall, 2), "tokens": counted["tokens"],
+                            "gen_tokens_per_s": round(counted["tokens"] / wall, 1),
+                            "of_raw": round(counted["tokens"] / wall / result["raw"]["gen_tokens_per_s"], 3)
+                            if result["raw"]["gen_tokens_per_s"] else None}
+        print(json.dumps(result), file=sys.stderr, flush=True)
+        cases.append(result)
+    engine.close()
+    return {"startup_s": round(startup, 1), "shard_size": args.shard_size, "prompts_per_call": args.prompts_per_call,
+            "cases": cases}
+
+
 def _child(args, variant: str) -> dict:
     command = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--prompts", str(args.prompts),
                "--new-tokens", str(args.new_tokens), "--seed", str(args.seed)]
@@ -116,9 +206,38 @@ def main() -> None:
     parser.add_argument("--reference-batch", type=int, default=64)
     parser.add_argument("--variants", default="compiled-b256,compiled-b128", help=f"comma-separated: {', '.join(VARIANTS)}")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--vllm", help="prompts x n cases for the vLLM comparison, e.g. 256x1,1024x4")
+    parser.add_argument("--shard-size", type=int, default=256, help="--vllm: the stage's shard size")
+    parser.add_argument("--prompts-per-call", type=int, default=4096, help="--vllm: vllm.prompts_per_call")
+    parser.add_argument("--prefix-caching", action="store_true",
+                        help="--vllm: keep vLLM's prefix cache on (the paths then share cached prompts)")
+    parser.add_argument("--one-shard-max", type=int, default=1024,
+                        help="--vllm: also time one shard per call for cases of at most this many prompts x n")
     parser.add_argument("--out")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.vllm:
+        from importlib import metadata
+
+        import torch
+
+        result = run_vllm(args)
+        for case in result["cases"]:
+            line = (f"{case['prompts']:>5} x n={case['n']}: raw {case['raw']['gen_tokens_per_s']:>8.0f} tok/s, stage "
+                    f"{case['stage']['gen_tokens_per_s']:>8.0f} ({case['stage']['of_raw']:.0%})")
+            if "stage_one_shard_per_call" in case:
+                one = case["stage_one_shard_per_call"]
+                line += f", one shard per call {one['gen_tokens_per_s']:>8.0f} ({one['of_raw']:.0%})"
+            print(line)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({
+                "bench": "generate_vllm", "device": torch.cuda.get_device_name(), "model": args.model,
+                "new_tokens": args.new_tokens, "seed": args.seed, "date": time.strftime("%Y-%m-%d"),
+                "torch": torch.__version__, "vllm": metadata.version("vllm"), "command": " ".join(sys.argv),
+                **result}, indent=2) + "\n")
+        return
 
     if args.worker:
         print(json.dumps(run_ours(args, VARIANTS[args.worker])))

@@ -36,7 +36,7 @@ def write_jsonl(path: Path, records) -> Path:
     return path
 
 
-def make_lora_adapter(model_dir: Path, out: Path, *, identity: bool) -> Path:
+def make_lora_adapter(model_dir: Path, out: Path, *, identity: bool, std: float = 0.5) -> Path:
     """A PEFT LoRA adapter saved like the train stage saves it (adapter + tokenizer)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -51,7 +51,7 @@ def make_lora_adapter(model_dir: Path, out: Path, *, identity: bool) -> Path:
         with torch.no_grad():
             for name, param in peft_model.named_parameters():
                 if "lora_B" in name:
-                    param.normal_(std=0.5)
+                    param.normal_(std=std)
     peft_model.save_pretrained(out)
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
     return out

@@ -26,7 +26,8 @@ VLLM_VERSION_CHECKED = "0.33.0"
 # EngineArgs fields (vllm/engine/arg_utils.py, 0.33.0) that LLM(**kwargs) forwards; the engine
 # may pass these beyond LLM's named parameters.
 ENGINE_ARGS_FIELDS = {"max_model_len", "max_num_seqs", "max_num_batched_tokens", "enable_prefix_caching",
-                      "swap_space", "kv_cache_dtype", "download_dir", "load_format", "pipeline_parallel_size"}
+                      "swap_space", "kv_cache_dtype", "download_dir", "load_format", "pipeline_parallel_size",
+                      "hf_config_path"}
 
 __version__ = VLLM_VERSION_CHECKED
 created: list[dict[str, Any]] = []
@@ -55,6 +56,7 @@ class SamplingParams:
     max_tokens: int | None = 16
     min_tokens: int = 0
     logprobs: int | None = None
+    skip_special_tokens: bool = True  # further down in vLLM's field list
 
     def __post_init__(self):
         sampling_params.append(self)
@@ -137,9 +139,14 @@ class LLM:
                  mm_processor_kwargs: dict[str, Any] | None = None) -> list[RequestOutput]:
         prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
         generate_calls.append({"prompts": prompt_list, "sampling_params": sampling_params, "use_tqdm": use_tqdm})
-        params = sampling_params or SamplingParams()
+        if isinstance(sampling_params, Sequence):  # one per prompt, as vLLM requires
+            if len(sampling_params) != len(prompt_list):
+                raise ValueError("The lengths of prompts and sampling_params must be the same.")
+            per_prompt = list(sampling_params)
+        else:
+            per_prompt = [sampling_params or SamplingParams()] * len(prompt_list)
         outputs = []
-        for number, prompt in enumerate(prompt_list):
+        for number, (prompt, params) in enumerate(zip(prompt_list, per_prompt, strict=True)):
             indices = list(range(params.n))
             random.Random(number).shuffle(indices)
             completions = [CompletionOutput(index=i, text=f"{prompt}|{i}|seed={params.seed}", token_ids=[],

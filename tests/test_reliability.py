@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from bonito_adapt import cli
+from bonito_adapt._schema import split_settings
 from bonito_adapt.generate import stage as generate_stage
 from bonito_adapt.rundir import read_manifest
 
@@ -131,9 +132,13 @@ def finished(tmp_path_factory, tiny_model_dir) -> Finished:
     }
     path = root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(generate_stage, "load_engine", shaped_engine())
-        assert cli.main(["run", str(path), "--stages", "generate,train"]) == 0
+    previous_umask = os.umask(0o022)  # what most systems set; test_files_follow_the_umask checks the modes
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(generate_stage, "load_engine", shaped_engine())
+            assert cli.main(["run", str(path), "--stages", "generate,train,evaluate"]) == 0
+    finally:
+        os.umask(previous_umask)
     return Finished(root, path, root / "finished")
 
 
@@ -327,14 +332,15 @@ def test_disk_full_while_writing_a_shard_keeps_the_written_shards(finished, tmp_
     argv = ["run", str(finished.recipe), "--stages", "generate", f"output_dir={run_dir}"]
     shards = run_dir / "generate" / "shards"
     with monkeypatch.context() as disk:
-        disk.setattr(os, "fsync", _fail_fsync_of(".shard-00002.jsonl."))
+        disk.setattr(os, "fsync", _fail_fsync_of(".shard-00000004-00000006.jsonl."))  # the third shard
         code, err = run_cli(argv, capsys)
     assert code == 2
-    assert re.search(r"cannot write '.*shard-00002\.jsonl' \(No space left on device\); free some disk space, then "
+    assert re.search(r"cannot write '.*shard-00000004-00000006\.jsonl' \(No space left on device\); free some disk space, then "
                      r"rerun the same command to resume", error_line(err))
-    assert sorted(p.name for p in shards.iterdir()) == ["fingerprint.json", "shard-00000.jsonl", "shard-00001.jsonl"]
+    first_two = ["shard-00000000-00000002.jsonl", "shard-00000002-00000004.jsonl"]
+    assert sorted(p.name for p in shards.iterdir()) == ["fingerprint.json", *first_two]
     written = tree_hashes(shards)
-    for name in ("shard-00000.jsonl", "shard-00001.jsonl"):  # whole, valid JSON lines
+    for name in first_two:  # whole, valid JSON lines
         assert len([json.loads(line) for line in (shards / name).read_text().splitlines()]) == 2 * 2
     assert read_manifest(run_dir / "generate") is None
 
@@ -393,6 +399,28 @@ def test_a_restarted_stage_removes_temp_files_of_killed_writes(tmp_path):
     assert sorted(p.name for p in stage.dir.rglob("*") if p.is_file()) == ["shard-00000.jsonl"]
 
 
+def test_files_follow_the_umask(finished, tmp_path):
+    """Every file a run writes (shards, tasks, dataset, adapter, checkpoints, results, manifests) is readable
+    by the group and others under umask 022, as files made with open() are; folders 0755."""
+    files = [p for p in finished.run_dir.rglob("*") if p.is_file()]
+    assert len(files) > 20 and any(p.name == "adapter_model.safetensors" for p in files)
+    assert any(p.name.startswith("shard-") for p in files) and any(p.name == "results.json" for p in files)
+    wrong = {str(p.relative_to(finished.run_dir)): oct(p.stat().st_mode & 0o777) for p in files
+             if p.stat().st_mode & 0o777 != 0o644}
+    assert wrong == {}
+    folders = {str(p.relative_to(finished.run_dir)): oct(p.stat().st_mode & 0o777)
+               for p in finished.run_dir.rglob("*") if p.is_dir() and p.stat().st_mode & 0o777 != 0o755}
+    assert folders == {}
+    from bonito_adapt.rundir import atomic_write_text
+
+    previous = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "private.txt", "x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o640
+
+
 def test_manifests_record_versions_seeds_and_config(finished):
     from bonito_adapt import __version__
     from bonito_adapt.config import load_recipe
@@ -400,7 +428,8 @@ def test_manifests_record_versions_seeds_and_config(finished):
     recipe = load_recipe(finished.recipe)
     for stage in ("generate", "train"):
         manifest = read_manifest(finished.run_dir / stage)
-        assert manifest["stage"] == stage and manifest["config"] == getattr(recipe, stage).model_dump(mode="json")
+        results, execution = split_settings(getattr(recipe, stage))
+        assert manifest["stage"] == stage and manifest["config"] == results and manifest["execution"] == execution
         versions = manifest["versions"]
         assert versions["bonito_adapt"] == __version__
         assert {"python", "torch", "transformers", "datasets"} <= set(versions)
@@ -733,9 +762,11 @@ def test_keys_and_url_credentials_never_reach_the_run_dir_or_logs(tmp_path, tiny
     for text in (err, capsys.readouterr().out, caplog.text):
         assert secret not in text and password not in text
     manifest = read_manifest(tmp_path / "run" / "generate")
-    assert manifest["config"]["openai"]["base_urls"] == [f"http://***@127.0.0.1:{server.port}/v1",
-                                                         f"http://127.0.0.1:{server.port}/v1"]
-    assert manifest["config"]["openai"]["api_key_env"] == "BONITO_RELIABILITY_KEY"  # the name, never the value
+    # where requests go is an execution setting: recorded (redacted) beside the config, not in its hash
+    assert manifest["execution"]["openai"]["base_urls"] == [f"http://***@127.0.0.1:{server.port}/v1",
+                                                            f"http://127.0.0.1:{server.port}/v1"]
+    assert manifest["execution"]["openai"]["api_key_env"] == "BONITO_RELIABILITY_KEY"  # the name, never the value
+    assert manifest["config"]["openai"] == {"model_name": "served"}
 
 
 def test_changing_only_url_credentials_keeps_the_stage_current(tmp_path, tiny_model_dir):

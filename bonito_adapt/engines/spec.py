@@ -40,15 +40,23 @@ class SamplingConfig(Section):
 class VLLMConfig(Section):
     """Settings passed to `vllm.LLM` (engine: vllm)."""
 
+    execution_fields = frozenset({"tensor_parallel_size", "gpu_memory_utilization", "enforce_eager", "prompts_per_call"})
+
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split over.")
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="Share of GPU memory vLLM may take.")
     max_model_len: int | None = Field(None, ge=128, description="Context length; default: the model's.")
     quantization: str | None = Field(None, description="vLLM quantization method (e.g. awq, gptq, bitsandbytes).")
     enforce_eager: bool = Field(False, description="Disable CUDA graphs (lower memory, slower).")
+    prompts_per_call: int = Field(
+        4096, ge=1, description="Prompts handed to vLLM at once, over as many shards as they fill, so its batch "
+        "never drains at a shard boundary; a kill loses at most the shards of one call.")
 
 
 class OpenAIConfig(Section):
     """An OpenAI-compatible `/v1/completions` server (engine: openai), e.g. `vllm serve`."""
+
+    # Where and how requests are sent; `model_name` (which model answers) changes results.
+    execution_fields = frozenset({"base_urls", "api_key_env", "concurrency", "timeout_s", "max_retries", "backoff_s"})
 
     base_urls: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:8000/v1"],
@@ -77,6 +85,8 @@ class OpenAIConfig(Section):
 class TransformersSettings(Section):
     """Settings of the in-process transformers engine (engine: transformers)."""
 
+    execution_fields = frozenset({"batch_size", "continuous_batching", "compile_decode"})
+
     batch_size: int = Field(
         16, ge=1,
         description="transformers engine: prompts per batch (padded batches only). On a GPU, larger is faster "
@@ -93,8 +103,9 @@ class TransformersSettings(Section):
         "auto",
         description="transformers engine: a static KV cache and a torch.compile'd decode step (CUDA graphs), "
         "transformers' own fast path; prompts are prefilled in groups of similar length. The compile takes about "
-        "a minute for an 8B model when the process starts; if it fails, generation goes on uncompiled. "
-        "auto: on with a CUDA GPU unless load_in_4bit.",
+        "a minute for an 8B model when the process starts (its artifacts are cached in ~/.cache/bonito_adapt/"
+        "torchinductor for later runs); if it fails, generation goes on uncompiled. auto: on with a CUDA GPU "
+        "unless load_in_4bit, for jobs of at least 200,000 generated tokens (smaller ones do not repay it).",
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..errors import UserError, missing_extra
 from ..models import check_model_reference
 from .spec import EngineSpec, SamplingConfig
 
-__all__ = ["VLLMEngine", "llm_kwargs", "sampling_params_kwargs"]
+__all__ = ["VLLMEngine", "llm_kwargs", "sampling_params_kwargs", "separator_is_special", "shutdown_llm"]
 
 
 def _import_vllm():
@@ -68,28 +69,51 @@ def llm_kwargs(spec: EngineSpec) -> dict[str, Any]:
     }
     if settings.max_model_len is not None:
         kwargs["max_model_len"] = settings.max_model_len
+    if spec.gguf_file and tokenizer and (Path(tokenizer).expanduser() / "config.json").is_file():
+        # vLLM 0.26 read the model config from the .gguf path as if it were JSON (seen on the device): give it
+        # the folder's config.json
+        kwargs["hf_config_path"] = tokenizer
     return kwargs
 
 
-def sampling_params_kwargs(sampling: SamplingConfig) -> dict[str, Any]:
+def sampling_params_kwargs(sampling: SamplingConfig, keep_special_tokens: bool = False) -> dict[str, Any]:
     """Keyword arguments of `vllm.SamplingParams(...)`."""
-    return {
+    kwargs = {
         "n": sampling.n,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
         "max_tokens": sampling.max_tokens,
         "seed": sampling.seed,
     }
+    if keep_special_tokens:
+        kwargs["skip_special_tokens"] = False
+    return kwargs
+
+
+# Bonito's separator of input and output. vLLM drops special tokens from the text it returns
+# (`skip_special_tokens`); were `<|pipe|>` a special added token of the tokenizer, no generation would parse.
+_SEPARATOR = "<|pipe|>"
+
+
+def separator_is_special(tokenizer) -> bool:
+    """Whether the tokenizer holds `<|pipe|>` as a special added token (then special tokens are kept)."""
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return any(getattr(token, "content", None) == _SEPARATOR and getattr(token, "special", False)
+               for token in added.values())
 
 
 class VLLMEngine:
     name = "vllm"
 
     def __init__(self, spec: EngineSpec):
+        # vLLM's engine process cannot fork once this process has touched CUDA (an earlier stage, a test); it
+        # switches to spawn only when it notices, and did not always notice on the device.
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         self._vllm = _import_vllm()
         self.spec = spec
         self.llm = self._vllm.LLM(**llm_kwargs(spec))
         self._tokenizer = self.llm.get_tokenizer()
+        self.keep_special_tokens = separator_is_special(self._tokenizer)
 
     @property
     def max_context(self) -> int | None:
@@ -99,39 +123,66 @@ class VLLMEngine:
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
+    @property
+    def prompts_per_call(self) -> int:
+        """How many prompts the generate stage hands over at once (several shards): vLLM schedules them itself."""
+        return self.spec.vllm.prompts_per_call
+
     def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[list[str]]:
+        return self.generate_many([(prompts, sampling)])[0]
+
+    def generate_many(self, requests: list[tuple[list[str], SamplingConfig]]) -> list[list[list[str]]]:
+        """Several prompt lists, each with its own sampling (seed), in one `LLM.generate` call."""
+        prompts: list[str] = []
+        params: list[Any] = []
+        per_request = [self._vllm.SamplingParams(**sampling_params_kwargs(sampling, self.keep_special_tokens))
+                       for _, sampling in requests]
+        for (batch, _), request_params in zip(requests, per_request, strict=True):
+            prompts += batch
+            params += [request_params] * len(batch)
         if not prompts:
-            return []
-        params = self._vllm.SamplingParams(**sampling_params_kwargs(sampling))
-        outputs = self.llm.generate(prompts, params, use_tqdm=True)
+            return [[] for _ in requests]
+        # One SamplingParams for one request; else one per prompt (vLLM takes either).
+        outputs = self.llm.generate(prompts, per_request[0] if len(requests) == 1 else params, use_tqdm=True)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
         # RequestOutputs come back in prompt order; completions of one request are ordered by index.
-        return [[completion.text for completion in sorted(output.outputs, key=lambda c: c.index)]
-                for output in outputs]
+        texts = [[completion.text for completion in sorted(output.outputs, key=lambda c: c.index)]
+                 for output in outputs]
+        results, start = [], 0
+        for batch, _ in requests:
+            results.append(texts[start:start + len(batch)])
+            start += len(batch)
+        return results
 
     def close(self) -> None:
         """Stop vLLM's engine process and free the GPU memory it held."""
         llm, self.llm = self.llm, None
         self._tokenizer = None
-        if llm is None:
-            return
-        engine_core = getattr(llm.llm_engine, "engine_core", None)  # V1 engine: a separate process
-        if engine_core is not None:
-            engine_core.shutdown()
-        del llm
-        try:
-            from vllm.distributed.parallel_state import (
-                destroy_distributed_environment,
-                destroy_model_parallel,
-            )
+        shutdown_llm(llm)
 
-            destroy_model_parallel()
-            destroy_distributed_environment()
-        except ImportError:
-            pass
-        gc.collect()
-        import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+def shutdown_llm(llm) -> None:
+    """Stop a `vllm.LLM`'s engine process and free its GPU memory (so a train stage, or the next evaluated
+    model, can have it); nothing for None."""
+    if llm is None:
+        return
+    engine_core = getattr(llm.llm_engine, "engine_core", None)  # V1 engine: a separate process
+    if engine_core is not None:
+        engine_core.shutdown()
+    del llm
+    try:
+        from vllm.distributed.parallel_state import (
+            destroy_distributed_environment,
+            destroy_model_parallel,
+        )
+
+        destroy_model_parallel()
+        destroy_distributed_environment()
+    except ImportError:
+        pass
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

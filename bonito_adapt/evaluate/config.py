@@ -15,6 +15,9 @@ __all__ = ["EvaluateConfig"]
 class EvaluateConfig(Section):
     """Stage `evaluate`."""
 
+    # How the same scores are computed: a change keeps the (model, task) pairs already evaluated.
+    execution_fields = frozenset({"backend", "batch_size", "shared_context", "trust_remote_code"})
+
     tasks: list[str] = Field(..., min_length=1, description="Shipped benchmark names (pubmed_qa, ...) or any lm-eval task.")
     models: list[Literal["base", "adapted"]] = Field(["base", "adapted"], description="Which models to score.")
     base_model: str | None = Field(None, description="Default: train.model.")

@@ -23,7 +23,7 @@ from .protocol import ProtocolMixin
 if TYPE_CHECKING:
     from ..config import Recipe
 
-__all__ = ["lm_class", "device_and_dtype", "build_lm", "model_specs", "adapter_fingerprint"]
+__all__ = ["lm_class", "device_and_dtype", "build_lm", "release_lm", "model_specs", "adapter_fingerprint"]
 
 _CPU_BATCH_SIZE = 8  # lm-eval's "auto" probes 64 full-length sequences: far too slow on a CPU
 
@@ -59,11 +59,14 @@ def device_and_dtype(dtype: str) -> tuple[str, str]:
 
 def build_lm(spec: dict[str, Any], cfg, device: str, dtype: str):
     if cfg.backend == "vllm":
+        # 0.8 of the GPU, not vLLM's 0.9: what this process still caches (an earlier model) must fit beside it
         kwargs: dict[str, Any] = {"pretrained": spec["model"], "dtype": dtype, "batch_size": cfg.batch_size,
-                                  "trust_remote_code": cfg.trust_remote_code, "seed": cfg.seed}
+                                  "trust_remote_code": cfg.trust_remote_code, "seed": cfg.seed,
+                                  "gpu_memory_utilization": 0.8}
         if spec["adapter"]:
             rank = json.loads((Path(spec["adapter"]) / "adapter_config.json").read_text()).get("r", 16)
-            kwargs.update(lora_local_path=spec["adapter"], max_lora_rank=rank)
+            # vLLM takes only some maximum ranks (8, 16, 32, ...): the smallest that holds the adapter's
+            kwargs.update(lora_local_path=spec["adapter"], max_lora_rank=max(8, 1 << (int(rank) - 1).bit_length()))
     else:
         batch_size = cfg.batch_size if device == "cuda" or cfg.batch_size != "auto" else _CPU_BATCH_SIZE
         kwargs = {"pretrained": spec["model"], "dtype": dtype, "device": device, "batch_size": batch_size,
@@ -86,6 +89,17 @@ def build_lm(spec: dict[str, Any], cfg, device: str, dtype: str):
         raise UserError(f"evaluate.prompt_format.{spec['name']}: chat, but {spec['model']!r} has no chat template; "
                         "use plain (base models) or bonito (adapted models)")
     return lm
+
+
+def release_lm(lm) -> None:
+    """Stop a vLLM model's engine process, which holds its GPU memory until shut down, before the next model
+    loads; an hf model's memory goes when the caller drops it."""
+    llm = getattr(lm, "model", None) if lm is not None and type(lm).__name__.startswith("ProtocolVLLM") else None
+    if llm is not None:
+        from ..engines.vllm_engine import shutdown_llm
+
+        lm.model = None
+        shutdown_llm(llm)
 
 
 def _share_requests_across_processes(lm) -> None:

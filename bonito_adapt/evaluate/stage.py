@@ -17,11 +17,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._schema import split_settings
 from ..benchmarks import benchmark
 from ..distributed import process_state
 from ..errors import UserError
 from ..rundir import StageRun, atomic_write_json, config_hash, hash_files
-from .models import adapter_fingerprint, build_lm, device_and_dtype, model_specs
+from .models import adapter_fingerprint, build_lm, device_and_dtype, model_specs, release_lm
 from .protocol import resolve_wrapper, task_protocol
 from .results import results_summary, write_samples
 from .tasks import data_file_overrides, load_task_objects, task_manager
@@ -64,9 +65,10 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
     for spec in specs:
         if spec["adapter"]:
             inputs["adapter"] = adapter_fingerprint(spec["adapter"], run_dir)
-    stage_config = {"evaluate": cfg.model_dump(mode="json"),
+    results_settings, execution = split_settings(cfg)
+    stage_config = {"evaluate": results_settings,
                     "models": [{k: v for k, v in s.items() if k != "adapter"} for s in specs]}
-    stage = StageRun(run_dir, "evaluate", config=stage_config, inputs=inputs)
+    stage = StageRun(run_dir, "evaluate", config=stage_config, inputs=inputs, execution={"evaluate": execution})
     if stage.is_current() and not force:
         console.print(f"evaluate: skipped (up to date) — {stage.dir / 'results.json'}")
         return stage.dir
@@ -81,7 +83,7 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
             scoring = _scoring(cfg, spec, task)
             key = config_hash({"model": {k: v for k, v in spec.items() if k != "adapter"},
                                "adapter": inputs.get("adapter") if spec["adapter"] else None,
-                               "task": task, "data": inputs.get(f"data:{task}"), "backend": cfg.backend,
+                               "task": task, "data": inputs.get(f"data:{task}"),
                                "dtype": dtype, "limit": cfg.limit, "seed": cfg.seed,
                                **{k: v for k, v in scoring.items() if k != "overrides"},
                                "overrides": sorted(scoring["overrides"])})
@@ -107,7 +109,9 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
                 progress.advance(bar)
                 continue
             if lm_of is not spec:
-                lm = None  # the previous model's memory goes before the next one loads
+                release_lm(lm)  # the previous model's memory goes before the next one loads
+                lm = None
+                _empty_cuda_cache()
                 lm, lm_of = build_lm(spec, cfg, device, dtype), spec
             raw = _evaluate_one(lm, manager, task, cfg, scoring)
             if main:  # lm-eval returns the gathered results on rank 0 only
@@ -119,7 +123,9 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
                 atomic_write_json(marker, {"key": key, "summary": task_summary})
                 summary[spec["name"]][task] = task_summary
             progress.advance(bar)
+        release_lm(lm)
         del lm
+    _empty_cuda_cache()
 
     if not main:
         state.wait_for_everyone()  # until rank 0 has written the results
@@ -139,6 +145,16 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
     console.print(f"evaluate: wrote {out / 'results.json'}")
     state.wait_for_everyone()
     return out
+
+
+def _empty_cuda_cache() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _scoring(cfg, spec: dict[str, Any], task: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .._schema import Section, local_path, maybe_local_path
 from ..engines.spec import EngineSpec, OpenAIConfig, SamplingConfig, TransformersSettings, VLLMConfig
+from ..errors import UserError
 from .task_format import full_task_type
 
 __all__ = ["InputConfig", "ChunkingConfig", "SamplingConfig", "VLLMConfig", "OpenAIConfig", "GenerateConfig"]
@@ -54,6 +55,10 @@ class ChunkingConfig(Section):
 class GenerateConfig(Section):
     """Stage `generate`: turn passages into instruction tasks."""
 
+    # How generations are computed, not what they are: a change keeps the generations already made.
+    execution_fields = frozenset({"engine", "batch_size", "continuous_batching", "compile_decode", "shard_size",
+                                  "trust_remote_code"})
+
     input: InputConfig
     task_type: str = Field(..., description="Task type, short (nli) or full (natural language inference) name.")
     model: str = Field(BONITO_MODEL, description="Generator: Hugging Face id or local folder.")
@@ -77,8 +82,13 @@ class GenerateConfig(Section):
     continuous_batching: bool = TransformersSettings.model_fields["continuous_batching"]
     compile_decode: bool | Literal["auto"] = TransformersSettings.model_fields["compile_decode"]
     trust_remote_code: bool = Field(False, description="Allow model repositories to run their own code.")
-    shard_size: int = Field(256, ge=1, description="Passages per output shard; a rerun resumes after the last full shard.")
+    shard_size: int = Field(256, ge=1, description="Passages per output shard (written as soon as it is done); a rerun "
+                            "keeps every finished shard, also after this setting changes.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    balance_labels: float | None = Field(
+        None, ge=1.0, description="For closed-answer task types (ynqa, nli, te, paraphrase_id, sentiment, topic_class, "
+        "mcqa): keep at most this many times the rarest answer's count of each answer (1.0: even), dropping rows at "
+        "random (sampling seed); dropped rows go to generate/dropped.jsonl. none: keep every task.")
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
@@ -88,7 +98,7 @@ class GenerateConfig(Section):
     def _known_task_type(cls, value: str) -> str:
         try:
             full_task_type(value)
-        except Exception as error:  # UserError -> pydantic error naming the field
+        except UserError as error:  # -> a pydantic error naming the field
             raise ValueError(str(error)) from None
         return value
 

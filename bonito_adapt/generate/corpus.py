@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..file_formats import DOCUMENT_SUFFIXES, TABLE_FORMATS, table_builder, table_suffix
+from ..file_formats import DOCUMENT_SUFFIXES, TABLE_FORMATS, data_load_errors, table_builder, table_suffix
 from ..rundir import config_hash, hash_files
 from .config import ChunkingConfig, InputConfig
 
@@ -174,7 +174,7 @@ def _load_table(config: InputConfig, path: Path, name: str) -> list[Document]:
     _check_table_file(path)
     try:
         table = datasets.load_dataset(table_builder(path), data_files=str(path), split="train")
-    except Exception as error:  # datasets raises many types for a malformed file
+    except data_load_errors() as error:  # a malformed file; anything else is a bug
         detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise UserError(f"generate.input.files: cannot parse {str(path)!r} as {table_suffix(path)} ({detail}); "
                         "fix the file") from None
@@ -195,9 +195,7 @@ def _load_dataset(config: InputConfig) -> list[Document]:
                 loaded = loaded[config.split]
         else:
             loaded = datasets.load_dataset(config.dataset, config.dataset_config, split=config.split)
-    except UserError:
-        raise
-    except Exception as error:  # hub, network, and format errors all become one line
+    except data_load_errors() as error:  # hub, network and format errors become one line; anything else is a bug
         detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise UserError(f"generate.input.dataset: could not load {where} (config {config.dataset_config!r}, split "
                         f"{config.split!r}): {detail}; check the id, dataset_config and split, or use local files") from None

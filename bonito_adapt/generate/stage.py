@@ -2,9 +2,10 @@
 
 Artifacts in `run_dir/generate/`:
 
-- `shards/shard-00000.jsonl` — every generation (parsed or not) for `shard_size` passages, each
-  shard written atomically as soon as it is done. A killed run resumes after the shards on disk;
-  each shard is sampled with its own seed, so a resumed run ends with the same rows as an
+- `shards/shard-<first>-<end>.jsonl` — every generation (parsed or not) of passages first..end-1 (up to
+  `shard_size`), each shard written atomically as soon as it is done. A killed run keeps the passages of
+  the shards on disk, also when an execution setting (shard_size, batch_size, engine) changed; each
+  shard is sampled with its own seed, so an unchanged rerun ends with the same rows as an
   uninterrupted one (exactly so with the transformers engine).
 - `tasks.jsonl` — one task per line: `input`, `output`, `task_type`, `context`, `source_id`.
 - `dataset/` — the same rows as a Hugging Face dataset (`datasets.load_from_disk`).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,8 @@ from ..errors import UserError
 from ..rundir import StageRun, atomic_write_json, atomic_write_text, fsync_tree
 from .config import GenerateConfig
 from .corpus import input_fingerprint, load_documents, make_passages
-from .shards import SHARDS, Processes, generate_shards, prepare_shards, read_jsonl, shard_path
+from .filters import CLOSED_ANSWER_TYPES, answer_label, balance_labels
+from .shards import SHARDS, Processes, generate_shards, passages_fingerprint, prepare_shards, read_shard_rows
 from .task_format import TaskFormat, short_task_type
 
 if TYPE_CHECKING:
@@ -107,9 +110,12 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         if not passages:
             raise UserError(f"generate.input: the {len(documents)} documents hold no text passages (all empty or "
                             f"shorter than chunking.min_chars={config.chunking.min_chars}); check the input")
+        if hasattr(engine, "expect_job"):  # e.g. whether a compiled decode step repays its compile
+            engine.expect_job(len(passages) * config.sampling.n * config.sampling.max_tokens // processes.count)
         if processes.rank == 0:  # one process clears or keeps the shards; the others look once it has
             stage.start()
-            prepare_shards(stage.dir, stage.fingerprint, force)
+            # Shards stay while the result settings, the input and the passages are the same.
+            prepare_shards(stage.dir, f"{stage.fingerprint}:{passages_fingerprint(passages)}", force)
         processes.wait_for_all()
         shards_dir = stage.dir / SHARDS
         throughput = generate_shards(passages, engine, task_format, config.sampling, shards_dir, config.shard_size,
@@ -121,7 +127,7 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         processes.wait_for_all()  # until process 0 has written the tasks that a train stage next reads
         return stage.dir
 
-    rows = [row for index in range(throughput["shards"]) for row in read_jsonl(shard_path(shards_dir, index))]
+    rows = read_shard_rows(shards_dir)
     task_type = short_task_type(config.task_type)
     tasks, seen, duplicate_tasks = [], set(), 0
     for row in rows:
@@ -134,6 +140,11 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         seen.add(key)
         tasks.append({"input": row["input"], "output": row["output"], "task_type": task_type,
                       "context": row["context"], "source_id": row["source_id"]})
+    dropped: list[dict] = []
+    balance = None
+    if config.balance_labels is not None:
+        tasks, dropped, balance = balance_labels(tasks, config.balance_labels, config.sampling.seed)
+    atomic_write_text(stage.dir / "dropped.jsonl", "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in dropped))
     parsed = sum(row["parsed"] for row in rows)
     generated_tokens = sum(row["generated_tokens"] for row in rows)
     gen_seconds = throughput["generation_seconds_this_run"]
@@ -148,13 +159,18 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         "parse_rate": round(parsed / len(rows), 4) if rows else 0.0,
         "duplicate_tasks_dropped": duplicate_tasks,
         "tasks": len(tasks),
+        "answers": dict(Counter(answer_label(t["output"]) for t in tasks).most_common(20))
+        if task_type in CLOSED_ANSWER_TYPES else None,
+        "balance_labels": balance,
         "prompt_tokens": sum(row["prompt_tokens"] for row in rows),
         "generated_tokens": generated_tokens,
         "tokens_per_s": round(throughput["generated_tokens_this_run"] / gen_seconds, 2) if gen_seconds else None,
         "shards": throughput["shards"],
         "shards_resumed": throughput["shards_resumed"],
+        "passages_resumed": throughput["passages_resumed"],
         "seconds": round(time.time() - started, 2),
     }
+    stats = {key: value for key, value in stats.items() if value is not None or key == "tokens_per_s"}
     atomic_write_json(stage.dir / "stats.json", stats)
     if not tasks:
         hint = ("use style: prompted for chat/instruct models" if config.style == "bonito"
@@ -167,7 +183,8 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
     _print_stats(stats)
     stage.finish(
         counts={key: stats[key] for key in ("documents", "passages", "generations", "parsed", "tasks")},
-        outputs={"tasks": "tasks.jsonl", "dataset": "dataset", "stats": "stats.json", "shards": SHARDS},
+        outputs={"tasks": "tasks.jsonl", "dataset": "dataset", "stats": "stats.json", "shards": SHARDS,
+                 "dropped": "dropped.jsonl"},
         extra={"stats": stats},
     )
     processes.wait_for_all()

@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..rundir import StageRun, atomic_write_text, read_manifest
 from .plots import plot_loss, plot_metrics
 from .runs import benchmarks_of, load_run
+from .inspect import generated_tasks_page
 from .tables import (
     accuracy_table,
     f1_table,
@@ -101,6 +102,11 @@ def report_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None, *
     lines += ["## Generated tasks", ""]
     generation = generation_table(runs)
     lines += [generation if generation else "No generation statistics (`generate/stats.json` is missing).", ""]
+    for index, run_info in enumerate(runs):
+        page = generated_tasks_page({**run_info, "index": index}, out, plots=plots and plot_note is None)
+        if page:
+            lines += [f"Inspect the tasks of {run_info['name']} (a sample, answers, failed generations, lengths): "
+                      f"[{page}]({page})", ""]
 
     lines += ["## Training", ""]
     training = training_table(runs)

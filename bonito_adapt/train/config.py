@@ -38,6 +38,12 @@ class LoraSettings(Section):
 class TrainConfig(Section):
     """Stage `train`."""
 
+    # How the same optimisation is computed (same effective batch, same examples per step): a change resumes
+    # from the checkpoints on disk. Not padding_free: padded batches are grouped by length, another data order.
+    execution_fields = frozenset({"micro_batch_size", "gradient_checkpointing", "attn_implementation",
+                                  "use_liger_kernel", "save_steps", "save_total_limit", "logging_steps",
+                                  "report_to", "trust_remote_code"})
+
     model: str = Field("mistralai/Mistral-7B-v0.1", description="Target model: Hugging Face id or local folder.")
     gguf_file: str | None = Field(None, description="GGUF file inside `model` to load (dequantized) with transformers.")
     tokenizer: str | None = Field(None, description="Tokenizer id/folder if not the model's.")
@@ -107,6 +113,9 @@ class TrainConfig(Section):
     save_steps: int = Field(500, ge=1, description="Checkpoint every N optimizer steps.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept (oldest deleted first).")
     logging_steps: int = Field(10, ge=1, description="Log loss, learning rate and grad norm every N steps.")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = Field(
+        default_factory=list, description="Experiment trackers the Trainer logs to (TRL passes them on); tensorboard "
+        "writes event files to train/tensorboard. Each needs its package (tensorboard, wandb, mlflow, trackio).")
     merge: bool = Field(False, description="Also write a merged bf16 model (train/merged).")
     seed: int = Field(42, description="Seed of adapter init, data order and dataset mixing.")
 

@@ -10,7 +10,7 @@ import glob
 from pathlib import Path
 
 from ..errors import UserError
-from ..file_formats import TABLE_FORMATS, table_builder
+from ..file_formats import TABLE_FORMATS, data_load_errors, table_builder
 from ..rundir import hash_files, upstream_fingerprint
 from .config import TrainConfig, TrainDatasetConfig
 
@@ -82,9 +82,7 @@ def _load_source(source: TrainDatasetConfig, index: int, run_dir: Path):
             raise UserError(f"{name}: path does not exist; give a save_to_disk folder, data files or a hub id")
         else:
             data = load_dataset(source.path, source.dataset_config, split=source.split)
-    except UserError:
-        raise
-    except Exception as error:  # datasets raises many types (FileNotFoundError, ValueError, hub errors)
+    except data_load_errors() as error:  # missing, unreachable or malformed data; anything else is a bug
         detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise UserError(f"{name}: could not load the dataset ({detail}); check path, dataset_config and split") \
             from None

@@ -9,6 +9,7 @@ process trains; only the main process writes.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import resource
@@ -23,7 +24,7 @@ from typing import Any
 from ..distributed import process_state
 from ..errors import UserError, missing_extra
 from ..models import load_causal_lm, load_tokenizer
-from ..rundir import fsync_tree
+from ..rundir import follow_umask, fsync_tree
 from .config import TrainConfig
 from .varlen import VARLEN, register_varlen_attention, varlen_supported
 
@@ -96,16 +97,20 @@ def resolve_setup(config: TrainConfig, cuda: bool, world_size: int) -> TrainSetu
             say("no CUDA GPU, so no 4-bit: training plain LoRA in fp32 on CPU (quantization: auto)")
     else:
         quantization = config.quantization
-    if quantization == "4bit":
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise missing_extra("bitsandbytes", "train") from None
+    if quantization == "4bit" and importlib.util.find_spec("bitsandbytes") is None:
+        raise missing_extra("bitsandbytes", "train")
 
     optimizer = config.optimizer
-    if not cuda and ("paged" in optimizer or "bnb" in optimizer or "8bit" in optimizer):
-        say(f"{optimizer} needs CUDA (bitsandbytes); using adamw_torch on CPU")
-        optimizer = "adamw_torch"
+    if "paged" in optimizer or "bnb" in optimizer or "8bit" in optimizer:
+        # The same AdamW without bitsandbytes' paging; found on the GPU check, where a plain-LoRA run with the
+        # default optimizer stopped inside the Trainer, after generation, for want of bitsandbytes.
+        if not cuda:
+            say(f"{optimizer} needs CUDA (bitsandbytes); using adamw_torch on CPU")
+            optimizer = "adamw_torch"
+        elif importlib.util.find_spec("bitsandbytes") is None:
+            say(f"{optimizer} needs bitsandbytes, which is not installed; using adamw_torch "
+                "(pip install 'bonito_adapt[train]' for the paged optimizer)")
+            optimizer = "adamw_torch"
 
     padding_free = config.padding_free or config.packing
     if config.attn_implementation == "auto":
@@ -153,7 +158,7 @@ def _liger_problem() -> str | None:
         return "not installed"
     try:  # what Trainer imports when it applies the kernels; fails on liger/transformers mismatches
         importlib.import_module("liger_kernel.transformers.monkey_patch")
-    except Exception as error:  # ImportError, or whatever a version mismatch raises at import
+    except (ImportError, AttributeError) as error:  # missing module, or a name a version mismatch removed
         return f"not importable: {str(error).splitlines()[0][:160] if str(error) else type(error).__name__}"
     return None
 
@@ -220,6 +225,17 @@ def _truncate(dataset, max_length: int, max_prompt_length: int | None = None,
     return dataset.filter(lambda ex: any(label != -100 for label in ex["labels"]))
 
 
+_TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+                     "trackio": ("trackio",)}
+
+
+def _check_trackers(trackers) -> None:
+    for tracker in trackers:
+        if not any(importlib.util.find_spec(package) for package in _TRACKER_PACKAGES[tracker]):
+            raise UserError(f"train.report_to: {tracker} is not installed; `pip install {_TRACKER_PACKAGES[tracker][0]}` "
+                            "or remove it from report_to")
+
+
 def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_dir: Path,
                   callbacks: Sequence[Any] = (), max_steps: int = -1, num_epochs: float = 1.0):
     """An SFTTrainer with LoRA on the target model, ready to `.train()`."""
@@ -229,6 +245,10 @@ def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_d
     except ImportError as error:
         raise missing_extra(error.name or "trl", "train") from None
 
+    _check_trackers(config.report_to)
+    if "tensorboard" in config.report_to:
+        # transformers 5 takes the event-file folder only from this variable; beside the checkpoints, not in them
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(checkpoints_dir).parent / "tensorboard"))
     tokenizer = load_tokenizer(config.tokenizer or config.model, field="train.tokenizer",
                                gguf_file=config.gguf_file, trust_remote_code=config.trust_remote_code,
                                padding_side="right")
@@ -265,7 +285,7 @@ def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_d
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
-        report_to="none",
+        report_to=list(config.report_to) or "none",
         seed=config.seed,
         data_seed=config.seed,
         ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient each step
@@ -275,7 +295,8 @@ def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_d
         target_modules=config.lora.target_modules, bias="none", task_type="CAUSAL_LM",
     )
     trainer = SFTTrainer(model=_load_model(config, setup), args=args, train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+                         processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[_checkpoints_follow_umask(), *callbacks])
     if not config.packing:
         trainer.train_dataset = _truncate(trainer.train_dataset, config.max_length, config.max_prompt_length,
                                           config.max_completion_length)
@@ -312,7 +333,22 @@ def drop_incomplete_checkpoints(checkpoints_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _checkpoints_follow_umask():
+    from transformers import TrainerCallback
+
+    class CheckpointModes(TrainerCallback):
+        """Each saved checkpoint's files get the umask's mode (see rundir.follow_umask)."""
+
+        def on_save(self, args, state, control, **kwargs):
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and checkpoint.is_dir():
+                follow_umask(checkpoint)
+
+    return CheckpointModes()
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
+    follow_umask(tmp)
     fsync_tree(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)

@@ -369,3 +369,27 @@ def test_generation_config_with_a_repetition_penalty_keeps_transformers_warpers(
     assert engine._warped(options) is options
     assert not plain_sampling(engine.model.generation_config, {**options, "top_k": 50})
 
+
+
+def test_compile_decode_auto_compiles_only_jobs_that_repay_it(engine, monkeypatch, tmp_path):
+    """On a GPU, auto compiles the decode step only when the generate stage's job is large enough; the
+    compile artifacts go to a cache folder that outlives /tmp."""
+    from bonito_adapt.engines.transformers_engine import engine as engine_module
+
+    monkeypatch.setattr(engine, "_compile_by_job_size", True)  # as a CUDA machine decides at construction
+    engine.expect_job(engine_module.COMPILE_MIN_TOKENS - 1)
+    assert engine.compile_decode is False
+    engine.expect_job(engine_module.COMPILE_MIN_TOKENS)
+    assert engine.compile_decode is True
+    monkeypatch.setattr(engine, "_compile_by_job_size", False)  # compile_decode set in the recipe: left as is
+    engine.compile_decode = False
+    engine.expect_job(10**9)
+    assert engine.compile_decode is False
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    engine_module.use_persistent_compile_cache()
+    assert engine_module.os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "bonito_adapt" / "torchinductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
+    engine_module.use_persistent_compile_cache()
+    assert engine_module.os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/elsewhere"

@@ -66,6 +66,18 @@ def test_one_generate_call_n_completions_in_prompt_and_index_order(fake_vllm):
     assert (params.top_k, params.min_p, params.repetition_penalty, params.stop) == (0, 0.0, 1.0, None)
 
 
+def test_several_shards_in_one_call_each_with_its_seed(fake_vllm):
+    """generate_many: the generate stage's shards in flight together, one LLM.generate call, one
+    SamplingParams per prompt carrying its shard's seed, results split back per shard."""
+    engine = VLLMEngine(_config())
+    assert engine.prompts_per_call == 4096
+    requests = [(["a", "b"], SamplingConfig(n=2, seed=3)), (["c"], SamplingConfig(n=2, seed=4))]
+    assert engine.generate_many(requests) == [[["a|0|seed=3", "a|1|seed=3"], ["b|0|seed=3", "b|1|seed=3"]],
+                                              [["c|0|seed=4", "c|1|seed=4"]]]
+    assert len(fake_vllm.generate_calls) == 1 and fake_vllm.generate_calls[0]["prompts"] == ["a", "b", "c"]
+    assert [p.seed for p in fake_vllm.generate_calls[0]["sampling_params"]] == [3, 3, 4]
+
+
 def test_card_defaults_and_empty_input(fake_vllm):
     engine = VLLMEngine(_config())
     assert engine.generate([], SamplingConfig()) == [] and fake_vllm.generate_calls == []
@@ -100,6 +112,10 @@ def test_gguf_file_in_a_local_folder(fake_vllm, tmp_path):
     VLLMEngine(_config(model=str(tmp_path), gguf_file="model.Q4.gguf"))
     assert fake_vllm.created[0]["model"] == str(tmp_path / "model.Q4.gguf")
     assert fake_vllm.created[0]["tokenizer"] == str(tmp_path)
+    assert "hf_config_path" not in fake_vllm.created[0]  # no config.json in the folder
+    (tmp_path / "config.json").write_text("{}")
+    VLLMEngine(_config(model=str(tmp_path), gguf_file="model.Q4.gguf"))
+    assert fake_vllm.created[1]["hf_config_path"] == str(tmp_path)
 
 
 def test_gguf_file_of_a_hub_model_is_a_user_error(fake_vllm):
@@ -119,3 +135,26 @@ def test_the_double_rejects_names_vllm_does_not_have(fake_vllm):
         fake_vllm.LLM(BONITO, tensor_parallel=2)
     with pytest.raises(TypeError):
         fake_vllm.SamplingParams(max_new_tokens=3)
+
+
+def test_a_special_pipe_token_keeps_special_tokens_in_the_text(fake_vllm, tiny_model_dir, monkeypatch):
+    """vLLM drops special tokens from returned text by default: with `<|pipe|>` a special added token the
+    engine asks for them to be kept (else nothing would parse); a plain added token changes nothing."""
+    from transformers import AutoTokenizer
+
+    from bonito_adapt.engines.vllm_engine import separator_is_special
+
+    special = AutoTokenizer.from_pretrained(tiny_model_dir)
+    special.add_special_tokens({"additional_special_tokens": ["<|pipe|>"]})
+    plain = AutoTokenizer.from_pretrained(tiny_model_dir)
+    plain.add_tokens(["<|pipe|>"])
+    assert separator_is_special(special) and not separator_is_special(plain)
+    assert not separator_is_special(AutoTokenizer.from_pretrained(tiny_model_dir))
+
+    monkeypatch.setattr(fake_vllm._LLMEngine, "get_tokenizer", lambda self: special)
+    engine = VLLMEngine(_config())
+    engine.generate(["a"], SamplingConfig())
+    assert fake_vllm.sampling_params[-1].skip_special_tokens is False
+    monkeypatch.setattr(fake_vllm._LLMEngine, "get_tokenizer", lambda self: plain)
+    VLLMEngine(_config()).generate(["a"], SamplingConfig())
+    assert fake_vllm.sampling_params[-1].skip_special_tokens is True

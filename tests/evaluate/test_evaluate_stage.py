@@ -14,6 +14,7 @@ from bonito_adapt.evaluate import stage as evaluate_stage
 from bonito_adapt.evaluate.config import EvaluateConfig
 from bonito_adapt.evaluate.tasks import task_manager
 from bonito_adapt.evaluate.tasks.utils import macro_f1
+from bonito_adapt.rundir import read_manifest
 from bonito_adapt.train.data import training_prompt
 
 pytest.importorskip("lm_eval")
@@ -92,6 +93,26 @@ def test_base_and_adapted_tiny_model_results_layout_and_resume(tiny_model_dir, t
     (out / "results.json").unlink()
     evaluate.run(recipe, recipe.run_dir)
     assert json.loads((out / "results.json").read_text())["models"] == results["models"]
+
+
+def test_execution_settings_keep_finished_pairs(tiny_model_dir, tmp_path, monkeypatch):
+    """batch_size, shared_context and backend change how scores are computed: a finished stage stays up to
+    date, a killed one keeps its finished (model, task) pairs; limit (a result setting) re-evaluates."""
+    data = write_jsonl(tmp_path / "pubmed.jsonl", PUBMED_RECORDS)
+    fields = {"tasks": ["pubmed_qa"], "models": ["base"], "base_model": str(tiny_model_dir),
+              "data_files": {"pubmed_qa": str(data)}, "limit": 2}
+    recipe = make_recipe(tmp_path, **fields)
+    out = evaluate.run(recipe, recipe.run_dir)
+    built = []
+    real_build = evaluate_stage.build_lm
+    monkeypatch.setattr(evaluate_stage, "build_lm", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    other = make_recipe(tmp_path, **fields, batch_size=1, shared_context=False, backend="vllm")
+    assert evaluate.run(other, other.run_dir) == out and built == []
+    (out / "manifest.json").unlink()  # killed after the pair finished
+    evaluate.run(make_recipe(tmp_path, **fields, batch_size=3), recipe.run_dir)
+    assert built == [] and read_manifest(out)["execution"]["evaluate"]["batch_size"] == 3
+    evaluate.run(make_recipe(tmp_path, **{**fields, "limit": 3}), recipe.run_dir)
+    assert built == [1] and json.loads((out / "results.json").read_text())["models"]["base"]["pubmed_qa"]["examples"] == 3
 
 
 def test_chat_prompt_format_uses_the_tokenizer_chat_template(tiny_model_dir, tmp_path):

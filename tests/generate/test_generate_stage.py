@@ -163,8 +163,9 @@ def test_resume_after_kill_equals_uninterrupted_run(recipe_file, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated kill"):
         generate.run(recipe, recipe.run_dir)
     stage_dir = recipe.run_dir / "generate"
-    assert sorted(p.name for p in (stage_dir / "shards").glob("*.jsonl")) == ["shard-00000.jsonl",
-                                                                                "shard-00001.jsonl"]
+    # each shard's file names its passages: [0, 2) and [2, 4)
+    assert sorted(p.name for p in (stage_dir / "shards").glob("*.jsonl")) == ["shard-00000000-00000002.jsonl",
+                                                                                "shard-00000002-00000004.jsonl"]
     assert not (stage_dir / "manifest.json").exists()
 
     engines = _use_engine(monkeypatch)
@@ -174,6 +175,106 @@ def test_resume_after_kill_equals_uninterrupted_run(recipe_file, monkeypatch):
     assert engines[0].calls == stats["shards"] - 2  # only the missing shards were generated
     assert _shard_rows(stage_dir) == _shard_rows(reference_dir)  # none lost, none doubled, same samples
     assert (stage_dir / "tasks.jsonl").read_text() == (reference_dir / "tasks.jsonl").read_text()
+
+
+def test_execution_settings_keep_finished_generations(recipe_file, monkeypatch):
+    """batch_size, shard_size, compile and engine settings change how generations are computed, not what they
+    are: after a kill, a rerun with other values keeps every finished passage and generates only the rest;
+    after a finished run, such a change is up to date. A result setting (sampling) still regenerates."""
+    _use_engine(monkeypatch)
+    reference = load_recipe(recipe_file("reference.yaml"))
+    reference_dir = generate.run(reference, reference.run_dir)
+    reference_rows = {(r["passage_index"], r["generation_index"]): r for r in _shard_rows(reference_dir)}
+
+    recipe = load_recipe(recipe_file("killed.yaml"))
+    _use_engine(monkeypatch, fail_on_call=3)  # passages 0-3 done (two shards of 2)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        generate.run(recipe, recipe.run_dir)
+    stage_dir = recipe.run_dir / "generate"
+    fingerprint = json.loads((stage_dir / "shards" / "fingerprint.json").read_text())
+
+    changed = load_recipe(recipe_file("killed.yaml", shard_size=3, batch_size=1, compile_decode=False,
+                                      vllm={"gpu_memory_utilization": 0.5}))
+    engines = _use_engine(monkeypatch)
+    generate.run(changed, changed.run_dir)
+    stats = json.loads((stage_dir / "stats.json").read_text())
+    assert stats["passages_resumed"] == 4 and stats["shards_resumed"] == 2
+    assert json.loads((stage_dir / "shards" / "fingerprint.json").read_text()) == fingerprint
+    passages = stats["passages"]
+    assert len(engines[0].prompts) == passages - 4  # only the passages not yet generated
+    names = sorted(p.name for p in (stage_dir / "shards").glob("*.jsonl"))
+    assert names[:2] == ["shard-00000000-00000002.jsonl", "shard-00000002-00000004.jsonl"]
+    assert names[2] == "shard-00000004-00000006.jsonl"  # the rest of the first 6-passage block, then blocks of 3
+    rows = _shard_rows(stage_dir)
+    assert sorted({r["passage_index"] for r in rows}) == list(range(passages))  # none lost, none doubled
+    kept = [r for r in rows if r["passage_index"] < 4]
+    assert kept == [reference_rows[(r["passage_index"], r["generation_index"])] for r in kept]  # as generated before
+    manifest = json.loads((stage_dir / "manifest.json").read_text())
+    assert manifest["execution"]["shard_size"] == 3 and manifest["execution"]["batch_size"] == 1
+    assert "shard_size" not in manifest["config"] and "batch_size" not in manifest["config"]
+
+    # finished: an execution change is up to date, a result change regenerates
+    engines = _use_engine(monkeypatch)
+    generate.run(load_recipe(recipe_file("killed.yaml", shard_size=5, batch_size=2)), changed.run_dir)
+    assert engines == []
+    engines = _use_engine(monkeypatch)
+    generate.run(load_recipe(recipe_file("killed.yaml", sampling={"n": 1, "temperature": 1.0, "max_tokens": 8,
+                                                                  "seed": 1})), changed.run_dir)
+    assert json.loads((stage_dir / "stats.json").read_text())["passages_resumed"] == 0 and engines[0].calls > 0
+
+
+def test_vllm_gets_several_shards_per_call_and_each_shard_keeps_its_seed(recipe_file, monkeypatch):
+    """engine: vllm (the vLLM double of tests/_fake_vllm.py): consecutive shards go to vLLM together, up to
+    vllm.prompts_per_call prompts, so its batch does not drain at every shard; each shard is still written
+    on its own with its own seed, as with one call per shard."""
+    import _fake_vllm
+
+    from bonito_adapt.generate.shards import shard_seed
+
+    fake = _fake_vllm.install(monkeypatch)
+    recipe = load_recipe(recipe_file(engine="vllm", vllm={"prompts_per_call": 4}, chunking={"max_tokens": 16}))
+    with pytest.raises(UserError, match="no generation parsed"):  # the double never writes <|pipe|>
+        generate.run(recipe, recipe.run_dir)
+    shards = sorted((recipe.run_dir / "generate" / "shards").glob("shard-*.jsonl"))
+    passages = sum(1 for path in shards for line in path.read_text().splitlines() if '"generation_index": 0' in line)
+    assert len(shards) == -(-passages // 2) > 2
+    sizes = [len(call["prompts"]) for call in fake.generate_calls]
+    assert sum(sizes) == passages and sizes[0] == 4 and len(sizes) == -(-len(shards) // 2)  # two shards a call
+    for path in shards:
+        first = int(path.name.split("-")[1])
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        assert {row["generation"].rsplit("seed=", 1)[1] for row in rows} == {str(shard_seed(1, first))}
+
+
+def test_balance_labels_evens_the_answers_and_keeps_the_dropped_rows(recipe_file, monkeypatch):
+    """balance_labels 1.0: every answer of a closed-answer task type (nli here) at most as often as the rarest;
+    the rows dropped are on disk with the filter's name, the counts before and after in stats.json."""
+    from collections import Counter
+
+    from bonito_adapt.generate.filters import answer_label
+
+    _use_engine(monkeypatch)
+    plain = load_recipe(recipe_file("plain.yaml"))
+    everything = [json.loads(line) for line in
+                  (generate.run(plain, plain.run_dir) / "tasks.jsonl").read_text().splitlines()]
+    before = Counter(answer_label(t["output"]) for t in everything)
+    assert len(before) > 1 and len(set(before.values())) > 1  # skewed, as a generator's answers are
+
+    recipe = load_recipe(recipe_file("balanced.yaml", balance_labels=1.0))
+    stage_dir = generate.run(recipe, recipe.run_dir)
+    kept = [json.loads(line) for line in (stage_dir / "tasks.jsonl").read_text().splitlines()]
+    dropped = [json.loads(line) for line in (stage_dir / "dropped.jsonl").read_text().splitlines()]
+    after = Counter(answer_label(t["output"]) for t in kept)
+    assert set(after.values()) == {min(before.values())} and set(after) == set(before)
+    assert len(kept) + len(dropped) == len(everything) and all(d["dropped_by"] == "balance_labels" for d in dropped)
+    assert sorted(map(json.dumps, kept + [{k: v for k, v in d.items() if k != "dropped_by"} for d in dropped])) == \
+        sorted(map(json.dumps, everything))
+    stats = json.loads((stage_dir / "stats.json").read_text())
+    assert stats["balance_labels"]["before"] == dict(before) and stats["balance_labels"]["after"] == dict(after)
+    assert stats["answers"] == dict(after.most_common(20)) and stats["tasks"] == len(kept)
+    import datasets
+
+    assert len(datasets.load_from_disk(str(stage_dir / "dataset"))) == len(kept)  # what training reads
 
 
 def test_rerun_is_skipped_when_unchanged(recipe_file, monkeypatch, capsys):

@@ -180,3 +180,32 @@ def test_cli_report_and_stage(tmp_path, capsys):
     out = run(recipe, run_dir)
     assert (out / "manifest.json").is_file() and "other" in (out / "index.md").read_text()
     assert run(recipe, run_dir) == out  # up to date: skipped
+
+
+def test_generated_tasks_page_shows_a_sample_answers_failures_lengths_and_drops(tmp_path):
+    run_dir = make_run(tmp_path, "inspect", "mistralai/Mistral-7B-v0.1", base_f1=0.3, adapted_f1=0.4)
+    generate_dir = run_dir / "generate"
+    tasks = [{"input": f"Passage {i}. Is item {i} returned?", "output": "No" if i % 4 else "Yes.", "task_type": "ynqa",
+              "context": f"Passage {i} about returns.", "source_id": f"doc{i % 3}.md"} for i in range(20)]
+    (generate_dir / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    (generate_dir / "shards").mkdir()
+    rows = [{"passage_index": i, "generation": f"{t['input']}<|pipe|>{t['output']}", "parsed": True}
+            for i, t in enumerate(tasks)]
+    rows += [{"passage_index": 20, "generation": "Is it returned? yes", "parsed": False},
+             {"passage_index": 21, "generation": "a<|pipe|>b<|pipe|>c", "parsed": False}]
+    (generate_dir / "shards" / "shard-00000000-00000022.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (generate_dir / "dropped.jsonl").write_text(json.dumps({**tasks[1], "dropped_by": "balance_labels"}) + "\n")
+
+    out = report_runs([run_dir])
+    index = (out / "index.md").read_text()
+    assert "[generated_tasks.md](generated_tasks.md)" in index
+    page = (out / "generated_tasks.md").read_text()
+    assert "## A random sample (10 of 20, seed 0)" in page
+    assert "| no | 15 | 75.0% |" in page and "| yes | 5 | 25.0% |" in page  # "Yes." and "Yes" are one answer
+    assert "**Skewed:** 75% of the tasks answer 'no'" in page and "balance_labels" in page
+    assert "## Failed generations (2 of 22)" in page
+    assert "no <|pipe|> separator" in page and "3 <|pipe|> separators (one expected)" not in page
+    assert "2 <|pipe|> separators (one expected)" in page
+    assert "| balance_labels | 1 |" in page and "3 documents gave tasks" in page
+    assert (out / "generated_tasks_lengths.png").is_file() and "![lengths](generated_tasks_lengths.png)" in page
+    assert report_runs([run_dir]) == out and (out / "generated_tasks.md").read_text() == page  # seeded: same sample

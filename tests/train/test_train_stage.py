@@ -318,6 +318,47 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path, tiny_model_d
         assert resumed[name].equal(weight), name  # same data order, RNG and optimizer state: bit-identical
 
 
+def test_execution_settings_resume_the_checkpoints_result_settings_restart(tmp_path, tiny_model_dir):
+    """micro_batch_size (the out-of-memory fix) and log/save cadence change how the same
+    steps are computed: a stopped run resumes from its checkpoint with new values and ends where an
+    uninterrupted run ends; once finished, such a change is up to date. learning_rate restarts."""
+    from safetensors.torch import load_file
+
+    data = write_jsonl(tmp_path / "tasks.jsonl", make_tasks(16))
+    fields = {"max_steps": 4, "save_steps": 1, "effective_batch_size": 4, "micro_batch_size": 4,
+              "learning_rate": 1e-2}
+    straight = recipe_for(tmp_path / "straight", tiny_model_dir, str(data), **fields)
+    train.run(straight, straight.run_dir)
+    interrupted = recipe_for(tmp_path / "interrupted", tiny_model_dir, str(data), **fields)
+    with pytest.raises(Stop):
+        train.run(interrupted, interrupted.run_dir, callbacks=[stop_after_saving(2)])
+
+    smaller = recipe_for(tmp_path / "interrupted", tiny_model_dir, str(data),
+                         **{**fields, "micro_batch_size": 1, "logging_steps": 2, "save_steps": 3})
+    stage_dir = train.run(smaller, smaller.run_dir)
+    stats = json.loads((stage_dir / "stats.json").read_text())
+    assert stats["resumed_from_step"] == 2 and stats["steps"] == 4
+    assert read_manifest(stage_dir)["setup"]["gradient_accumulation_steps"] == 4
+    assert read_manifest(stage_dir)["execution"]["micro_batch_size"] == 1
+    resumed = load_file(stage_dir / "adapter" / "adapter_model.safetensors")
+    for name, weight in load_file(straight.run_dir / "train" / "adapter" / "adapter_model.safetensors").items():
+        assert torch_allclose(resumed[name], weight), name  # same examples per step, other batching: fp32 noise
+
+    before = (stage_dir / "manifest.json").read_text()
+    assert train.run(recipe_for(tmp_path / "interrupted", tiny_model_dir, str(data),
+                                **{**fields, "micro_batch_size": 2}), smaller.run_dir) == stage_dir
+    assert (stage_dir / "manifest.json").read_text() == before  # up to date: skipped
+    faster = recipe_for(tmp_path / "interrupted", tiny_model_dir, str(data), **{**fields, "learning_rate": 2e-2})
+    train.run(faster, faster.run_dir)
+    assert json.loads((stage_dir / "stats.json").read_text())["resumed_from_step"] == 0
+
+
+def torch_allclose(a, b) -> bool:
+    import torch
+
+    return torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.gpu
 def test_qlora_4bit_on_cuda(tmp_path, tiny_model_dir):
     """On the device: BONITO_ADAPT_GPU_MODEL=/path/to/random-mistral-7b for the real shape (see docs)."""
@@ -386,3 +427,43 @@ def test_accelerate_configs_load_and_give_the_launch_command(name):
     header = " ".join(line for line in path.read_text().splitlines() if line.startswith("#"))
     assert f"accelerate launch --config_file recipes/accelerate/{name}" in header
     assert "-m bonito_adapt run" in header and "--stages train" in header
+
+
+def test_paged_optimizer_without_bitsandbytes_falls_back_to_adamw(monkeypatch, capsys):
+    """On a GPU without bitsandbytes, plain LoRA with the default paged optimizer trains with AdamW instead
+    of stopping inside the Trainer (seen on the device: after the generate stage had run)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    setup = trainer_module.resolve_setup(TrainConfig(quantization="none"), cuda=True, world_size=1)
+    assert setup.optimizer == "adamw_torch" and setup.quantization == "none"
+    assert "needs bitsandbytes, which is not installed" in capsys.readouterr().err
+    with pytest.raises(UserError, match="bitsandbytes is not installed"):
+        trainer_module.resolve_setup(TrainConfig(quantization="4bit"), cuda=True, world_size=1)
+
+
+def test_report_to_tensorboard_writes_event_files(tmp_path, tiny_model_dir, monkeypatch):
+    """train.report_to reaches the Trainer as TRL passes it; tensorboard's event files land in train/tensorboard
+    and hold the logged loss. A tracker that is not installed is a one-line error before training."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    data = write_jsonl(tmp_path / "tasks.jsonl", make_tasks(8))
+    recipe = recipe_for(tmp_path / "run", tiny_model_dir, str(data), max_steps=2, effective_batch_size=4,
+                        report_to=["tensorboard"], optimizer="adamw_torch")
+    stage_dir = train.run(recipe, recipe.run_dir)
+    events = list((stage_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    assert "train/loss" in accumulator.Tags()["scalars"]
+    assert [e.step for e in accumulator.Scalars("train/loss")] == [1, 2]
+
+    from bonito_adapt.train import trainer as trainer_module_
+
+    monkeypatch.setattr(trainer_module_, "_TRACKER_PACKAGES", {**trainer_module_._TRACKER_PACKAGES,
+                                                                "wandb": ("no_such_wandb_package",)})
+    with pytest.raises(UserError, match="train.report_to: wandb is not installed"):
+        trainer_module_._check_trackers(["wandb"])

@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
+import os
+from pathlib import Path
 
 from ...errors import UserError, missing_extra
 from ...models import load_causal_lm, load_tokenizer, torch_dtype
@@ -29,6 +31,20 @@ from .nucleus import NucleusWarper, plain_sampling
 __all__ = ["TransformersEngine"]
 
 logger = logging.getLogger(__name__)
+
+# Below this many generated tokens a compiled decode step does not repay its compile: measured on an H200
+# (docs/performance.md), the compile of an 8B model's step takes ~100 s cold and the compiled step is ~3x
+# the eager one, so it pays from a few hundred thousand tokens; on a 135M model a whole 41k-token stage ran
+# at a quarter of its eager speed because of it.
+COMPILE_MIN_TOKENS = 200_000
+
+
+def use_persistent_compile_cache() -> None:
+    """Keep torch.compile's artifacts (Inductor's FX graph and autotune caches) in the user's cache folder
+    instead of /tmp, so a later run, even after a reboot, reuses them (TORCHINDUCTOR_CACHE_DIR wins)."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "bonito_adapt" / "torchinductor")
 
 # Prompt tokens (rows x columns) prefilled in one forward by the compiled path. The forward's
 # activations and the keys/values it returns sit beside the full static cache until copied in:
@@ -59,7 +75,10 @@ class TransformersEngine:
             self.model.to(self.device)
         self.model.eval()
         auto = settings.compile_decode == "auto"
-        self.compile_decode = (self.device == "cuda" and not settings.load_in_4bit) if auto else settings.compile_decode
+        self._compile_by_job_size = auto and self.device == "cuda" and not settings.load_in_4bit
+        self.compile_decode = self._compile_by_job_size if auto else settings.compile_decode
+        if self.compile_decode is True or self._compile_by_job_size:
+            use_persistent_compile_cache()
         if self.model.config._attn_implementation == "sdpa" and not settings.continuous_batching:
             # One-token decode steps attend on the key/value heads instead of copying the KV cache per query head.
             self.model.set_attn_implementation(register_decode_attention())
@@ -68,6 +87,15 @@ class TransformersEngine:
         # (Bonito's <|pipe|> is one) are kept, because the parser needs them.
         self._drop_ids = set(self._stop_ids) | {i for i in (self.tokenizer.pad_token_id, self.tokenizer.bos_token_id)
                                                 if i is not None}
+
+    def expect_job(self, generated_tokens: int) -> None:
+        """Told by the generate stage how many tokens the whole job will generate: `compile_decode: auto`
+        compiles only when that repays the compile (COMPILE_MIN_TOKENS)."""
+        if self._compile_by_job_size:
+            self.compile_decode = generated_tokens >= COMPILE_MIN_TOKENS
+            if not self.compile_decode:
+                logger.info("compile_decode auto: %d tokens to generate, below %d: not compiling", generated_tokens,
+                            COMPILE_MIN_TOKENS)
 
     def _four_bit_kwargs(self) -> dict:
         import torch

@@ -11,35 +11,52 @@ from typing import Any
 
 from ...benchmarks import BENCHMARK_NAMES
 from ...errors import UserError, missing_extra
-from ...file_formats import TABLE_FORMATS, table_builder
+from ...file_formats import TABLE_FORMATS, data_load_errors, table_builder
 
-__all__ = ["TASKS_DIR", "task_manager", "data_file_overrides", "load_task_objects"]
+__all__ = ["unknown_tasks", "TASKS_DIR", "task_manager", "data_file_overrides", "load_task_objects"]
 
 TASKS_DIR = Path(__file__).resolve().parent
+
+
+def _task_managers():
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise missing_extra("lm-eval", "eval") from None
+    return TaskManager
 
 
 def task_manager(task_names: list[str]):
     """A TaskManager that knows the shipped tasks, plus lm-eval's own when a name needs them.
 
     Indexing lm-eval's ~15k built-in tasks takes seconds, so it happens only when a requested
-    name is not one of ours. An unknown name is a one-line UserError with close matches.
+    name is not one of ours. Unknown names are one UserError line with close matches.
     """
-    try:
-        from lm_eval.tasks import TaskManager
-    except ImportError:
-        raise missing_extra("lm-eval", "eval") from None
+    manager, unknown = _manager_and_unknown(task_names)
+    if unknown:
+        raise UserError(" | ".join(unknown))
+    return manager
 
+
+def unknown_tasks(task_names: list[str]) -> list[str]:
+    """One problem line per name that is neither a shipped task nor one of lm-eval's."""
+    return _manager_and_unknown(task_names)[1]
+
+
+def _manager_and_unknown(task_names: list[str]):
+    TaskManager = _task_managers()
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
     if all(name in manager.all_tasks for name in task_names):
-        return manager
+        return manager, []
     manager = TaskManager(include_path=str(TASKS_DIR))
+    unknown = []
     for name in task_names:
         if name not in manager.all_tasks:
             close = difflib.get_close_matches(name, manager.all_tasks, n=5, cutoff=0.6)
             hint = f"did you mean {', '.join(close)}?" if close else "`lm_eval ls tasks` lists them"
-            raise UserError(f"evaluate.tasks: unknown task {name!r}; shipped: {', '.join(BENCHMARK_NAMES)}, "
-                            f"quickstart_qa, or any lm-eval task ({hint})")
-    return manager
+            unknown.append(f"evaluate.tasks: unknown task {name!r}; shipped: {', '.join(BENCHMARK_NAMES)}, "
+                           f"quickstart_qa, or any lm-eval task ({hint})")
+    return manager, unknown
 
 
 def data_file_overrides(path: str, task: str) -> dict[str, Any]:
@@ -65,9 +82,7 @@ def load_task_objects(manager, name: str, data_file: str | None = None, override
             loaded = manager.load([name])
             return loaded["groups"].get(name) or loaded["tasks"][name]
         return _load_with_settings(manager, name, settings)
-    except UserError:
-        raise
-    except Exception as error:  # datasets raises many types (hub, network, parsing); all mean "no data"
+    except data_load_errors() as error:  # missing, unreachable or malformed data; anything else is a bug
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise UserError(f"evaluate: could not load the data of task {name!r} ({type(error).__name__}: {detail}); "
                         f"set evaluate.data_files.{name} to a local .jsonl(.gz)/.parquet file in the "

@@ -1,0 +1,69 @@
+"""What the generate stage does to parsed tasks before training sees them, each step recorded.
+
+`balance_labels` (`generate.balance_labels`): for task types whose answers come from a closed set
+(yes/no, NLI labels, sentiment, ...) a small or unsteered generator can answer one way most of the
+time; a model trained on that learns the skew, not the task (the quickstart: 21 of 27 yes/no tasks
+answered "No", and the adapted model answered "No" to everything). Balancing downsamples each answer
+to at most `ratio` times the rarest answer's count (1.0 = even), choosing the rows kept at random with
+the sampling seed. Dropped rows are kept in `generate/dropped.jsonl` with the filter that dropped them.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter, defaultdict
+from typing import Any
+
+__all__ = ["CLOSED_ANSWER_TYPES", "answer_label", "failure_reason", "balance_labels"]
+
+# Task types whose outputs come from a small closed set of answers (short names).
+CLOSED_ANSWER_TYPES = frozenset({"ynqa", "nli", "te", "paraphrase_id", "sentiment", "topic_class", "mcqa"})
+
+
+def answer_label(output: str) -> str:
+    """The answer an output stands for: lower-cased, surrounding punctuation and spaces dropped."""
+    return re.sub(r"^[\W_]+|[\W_]+$", "", output.strip().lower())
+
+
+def failure_reason(generation: str, separator: str = "<|pipe|>") -> str:
+    """Why a generation did not parse into (input, output), in a few words."""
+    count = generation.count(separator)
+    if not generation.strip():
+        return "empty generation"
+    if count == 0:
+        return f"no {separator} separator (ran out of tokens or never wrote one)"
+    if count > 1:
+        return f"{count} {separator} separators (one expected)"
+    task_input, task_output = (part.strip() for part in generation.split(separator))
+    if not task_input:
+        return "empty input before the separator"
+    if not task_output:
+        return "empty output after the separator"
+    return "rejected by the style's parser"
+
+
+def balance_labels(tasks: list[dict[str, Any]], ratio: float, seed: int) -> tuple[list[dict[str, Any]],
+                                                                                   list[dict[str, Any]], dict]:
+    """(kept tasks in their order, dropped tasks, stats) after downsampling every answer of a closed-answer
+    task type to at most `ratio` x the rarest answer's count."""
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for index, task in enumerate(tasks):
+        if task["task_type"] in CLOSED_ANSWER_TYPES:
+            by_label[answer_label(task["output"])].append(index)
+    before = {label: len(indices) for label, indices in by_label.items()}
+    if len(by_label) < 2:
+        return tasks, [], {"before": before, "after": before, "dropped": 0,
+                           "note": "fewer than two answers: nothing to balance"}
+    cap = max(1, int(ratio * min(before.values())))
+    rng = random.Random(seed)
+    dropped_indices: set[int] = set()
+    for label in sorted(by_label):
+        indices = by_label[label]
+        if len(indices) > cap:
+            dropped_indices.update(rng.sample(indices, len(indices) - cap))
+    kept = [task for index, task in enumerate(tasks) if index not in dropped_indices]
+    dropped = [{**task, "dropped_by": "balance_labels"} for index, task in enumerate(tasks) if index in dropped_indices]
+    after = Counter(answer_label(t["output"]) for t in kept if t["task_type"] in CLOSED_ANSWER_TYPES)
+    return kept, dropped, {"before": before, "after": dict(after), "dropped": len(dropped), "ratio": ratio,
+                           "cap_per_answer": cap}
