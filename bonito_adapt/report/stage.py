@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..rundir import StageRun, atomic_write_text, read_manifest
+from .inspect import generated_tasks_page
 from .plots import plot_loss, plot_metrics
 from .runs import benchmarks_of, load_run
-from .inspect import generated_tasks_page
 from .tables import (
     accuracy_table,
     f1_table,
