@@ -1,4 +1,4 @@
-"""`python -m bonito_adapt run|generate|validate|tasks|report` — every user error is one line, exit 2.
+"""`python -m bonito_adapt run|generate|validate|tasks|export|report` — every user error is one line, exit 2.
 
 Ctrl-C (SIGINT) and SIGTERM stop a run cleanly: writes in progress are abandoned (files are only
 ever replaced by rename), a one-line message says to rerun, and the exit code is 128 + the signal
@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--force", action="store_true", help="rerun even if up to date")
     recipe_command("validate", "check a recipe without running anything")
     sub.add_parser("tasks", help="list Bonito task types")
+    export = sub.add_parser("export", help="write a run's generated tasks as .jsonl/.parquet, or push them to the Hub")
+    export.add_argument("run_dir", help="a run directory whose generate stage has run")
+    export.add_argument("--out", help="folder for the files (default: RUN_DIR/export)")
+    export.add_argument("--format", action="append", choices=["jsonl", "parquet"],
+                        help="file format, repeatable (default: both); with --push-to-hub alone, none")
+    export.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload to this Hugging Face dataset repo")
+    export.add_argument("--public", action="store_true", help="make the Hub dataset public (default: private)")
     report = sub.add_parser("report", help="write a report (tables, plots) for one or more run directories")
     report.add_argument("run_dirs", nargs="+", help="run directories (output_dir of a recipe)")
     report.add_argument("--out", help="report folder (default: RUN_DIR/report of the first run)")
@@ -54,6 +61,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         for short, full in TASK_TYPES.items():
             print(f"{short:<14} {full}")
+        return 0
+    if args.command == "export":
+        from .generate.export import export_tasks
+
+        formats = tuple(args.format or (() if args.push_to_hub else ("jsonl", "parquet")))
+        for kind, where in export_tasks(args.run_dir, args.out, formats, args.push_to_hub, not args.public).items():
+            console.print(f"export {kind}: {where}")
         return 0
     if args.command == "report":
         from .report import report_runs

@@ -25,8 +25,9 @@ class InputConfig(Section):
     split: str = Field("train", description="Dataset split to read.")
     files: list[str] = Field(
         default_factory=list,
-        description="Local .jsonl/.json/.csv (also gzipped: .jsonl.gz ...)/.parquet/.txt/.md files, globs, or folders of .txt/.md documents "
-        "(relative paths are relative to the recipe file).",
+        description="Local .jsonl/.json/.csv (also gzipped: .jsonl.gz ...)/.parquet tables, .txt/.md documents, "
+        ".pdf/.docx/.html documents (extra `[docs]`), globs, or folders of documents (relative paths are relative to "
+        "the recipe file).",
     )
     context_col: str = Field("text", description="Column that holds the text (ignored for .txt/.md documents).")
     id_col: str | None = Field(None, description="Column used as source_id; default: the row index.")
@@ -85,6 +86,10 @@ class GenerateConfig(Section):
     shard_size: int = Field(256, ge=1, description="Passages per output shard (written as soon as it is done); a rerun "
                             "keeps every finished shard, also after this setting changes.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    near_duplicates: float | None = Field(
+        None, gt=0.0, le=1.0, description="Drop tasks whose word 3-grams overlap an earlier task's by at least this "
+        "Jaccard similarity (e.g. 0.8; MinHash LSH, confirmed exactly; needs `bonito_adapt[filters]`); dropped rows "
+        "go to generate/dropped.jsonl. none: keep them.")
     balance_labels: float | None = Field(
         None, ge=1.0, description="For closed-answer task types (ynqa, nli, te, paraphrase_id, sentiment, topic_class, "
         "mcqa): keep at most this many times the rarest answer's count of each answer (1.0: even), dropping rows at "

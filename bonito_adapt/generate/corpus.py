@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..file_formats import DOCUMENT_SUFFIXES, TABLE_FORMATS, data_load_errors, table_builder, table_suffix
 from ..rundir import config_hash, hash_files
 from .config import ChunkingConfig, InputConfig
+from .documents import RICH_DOCUMENT_SUFFIXES, read_rich_document
 
 __all__ = [
     "Document",
@@ -36,7 +37,8 @@ __all__ = [
     "make_passages",
 ]
 
-_SUPPORTED = ", ".join([TABLE_FORMATS, *DOCUMENT_SUFFIXES])
+_DOCUMENTS = (*DOCUMENT_SUFFIXES, *RICH_DOCUMENT_SUFFIXES)
+_SUPPORTED = ", ".join([TABLE_FORMATS, *_DOCUMENTS])
 
 # Boundaries from coarsest to finest; a piece is split at a finer one only if it does not fit.
 _PARAGRAPH, _LINE, _SENTENCE, _WORD, _CHARS = range(5)
@@ -87,18 +89,18 @@ def resolve_input_files(config: InputConfig) -> list[tuple[Path, str]]:
                             "are relative to the recipe file)")
         for match in matches:
             if match.is_dir():
-                members = sorted(p for p in match.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES
+                members = sorted(p for p in match.rglob("*") if p.is_file() and p.suffix.lower() in _DOCUMENTS
                                  and not any(part.startswith(".") for part in p.relative_to(match).parts))
                 if not members:
-                    raise UserError(f"generate.input.files: folder {str(match)!r} holds no .txt or .md documents; "
+                    raise UserError(f"generate.input.files: folder {str(match)!r} holds no {', '.join(_DOCUMENTS)} documents; "
                                     "add some or list the data files themselves")
                 for member in members:
                     found.setdefault(member, member.relative_to(match).as_posix())
-            elif table_suffix(match) or match.suffix.lower() in DOCUMENT_SUFFIXES:
+            elif table_suffix(match) or match.suffix.lower() in _DOCUMENTS:
                 found.setdefault(match, match.name)
             elif not glob.has_magic(entry):
                 raise UserError(f"generate.input.files: {str(match)!r} has an unsupported type; use {_SUPPORTED} "
-                                "files or a folder of .txt/.md documents")
+                                "files or a folder of documents")
     if not found:
         raise UserError(f"generate.input.files: no {_SUPPORTED} files match {config.files!r}")
     return sorted(found.items())
@@ -212,6 +214,8 @@ def load_documents(config: InputConfig) -> list[Document]:
             break
         if path.suffix.lower() in DOCUMENT_SUFFIXES:
             documents.append(Document(_read_document_file(path), name))
+        elif path.suffix.lower() in RICH_DOCUMENT_SUFFIXES:
+            documents.append(Document(read_rich_document(path), name))
         else:
             documents.extend(_load_table(config, path, name))
     return documents[: config.max_documents] if config.max_documents is not None else documents

@@ -6,6 +6,11 @@ time; a model trained on that learns the skew, not the task (the quickstart: 21 
 answered "No", and the adapted model answered "No" to everything). Balancing downsamples each answer
 to at most `ratio` times the rarest answer's count (1.0 = even), choosing the rows kept at random with
 the sampling seed. Dropped rows are kept in `generate/dropped.jsonl` with the filter that dropped them.
+
+`near_duplicates` (`generate.near_duplicates`): tasks whose word 3-grams (input and output) overlap an
+earlier task's by at least the threshold (Jaccard) are dropped: a generator asked many times about
+similar passages repeats itself. Candidates come from MinHash LSH (`datasketch`); each is confirmed with
+the exact Jaccard similarity, so no task is dropped on a hash collision alone.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import re
 from collections import Counter, defaultdict
 from typing import Any
 
-__all__ = ["CLOSED_ANSWER_TYPES", "answer_label", "failure_reason", "balance_labels"]
+__all__ = ["CLOSED_ANSWER_TYPES", "answer_label", "failure_reason", "balance_labels", "drop_near_duplicates"]
 
 # Task types whose outputs come from a small closed set of answers (short names).
 CLOSED_ANSWER_TYPES = frozenset({"ynqa", "nli", "te", "paraphrase_id", "sentiment", "topic_class", "mcqa"})
@@ -67,3 +72,37 @@ def balance_labels(tasks: list[dict[str, Any]], ratio: float, seed: int) -> tupl
     after = Counter(answer_label(t["output"]) for t in kept if t["task_type"] in CLOSED_ANSWER_TYPES)
     return kept, dropped, {"before": before, "after": dict(after), "dropped": len(dropped), "ratio": ratio,
                            "cap_per_answer": cap}
+
+
+def _shingles(task: dict[str, Any], size: int = 3) -> set[str]:
+    words = f"{task['input']} || {task['output']}".lower().split()
+    return {" ".join(words[i:i + size]) for i in range(max(1, len(words) - size + 1))}
+
+
+def drop_near_duplicates(tasks: list[dict[str, Any]], threshold: float, seed: int) -> tuple[
+        list[dict[str, Any]], list[dict[str, Any]], dict]:
+    """(kept tasks, dropped tasks, stats): each task whose 3-gram Jaccard similarity with an earlier kept task
+    is at least `threshold` is dropped (the first of a group stays)."""
+    try:
+        from datasketch import MinHash, MinHashLSH
+    except ImportError:
+        from ..errors import missing_extra
+
+        raise missing_extra("datasketch", "filters") from None
+    # LSH finds pairs near its own threshold only with some probability: look wider, then confirm exactly.
+    lsh = MinHashLSH(threshold=max(0.05, 0.7 * threshold), num_perm=128)
+    kept, dropped, shingles = [], [], {}
+    for index, task in enumerate(tasks):
+        grams = _shingles(task)
+        signature = MinHash(num_perm=128, seed=seed)
+        for gram in grams:
+            signature.update(gram.encode("utf-8"))
+        match = next((other for other in lsh.query(signature)
+                      if len(grams & shingles[other]) / len(grams | shingles[other]) >= threshold), None)
+        if match is not None:
+            dropped.append({**task, "dropped_by": "near_duplicates", "duplicate_of": tasks[match]["input"][:200]})
+            continue
+        lsh.insert(index, signature)
+        shingles[index] = grams
+        kept.append(task)
+    return kept, dropped, {"threshold": threshold, "dropped": len(dropped)}

@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..rundir import StageRun, atomic_write_json, atomic_write_text, fsync_tree
 from .config import GenerateConfig
 from .corpus import input_fingerprint, load_documents, make_passages
-from .filters import CLOSED_ANSWER_TYPES, answer_label, balance_labels
+from .filters import CLOSED_ANSWER_TYPES, answer_label, balance_labels, drop_near_duplicates
 from .shards import SHARDS, Processes, generate_shards, passages_fingerprint, prepare_shards, read_shard_rows
 from .task_format import TaskFormat, short_task_type
 
@@ -141,9 +141,12 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         tasks.append({"input": row["input"], "output": row["output"], "task_type": task_type,
                       "context": row["context"], "source_id": row["source_id"]})
     dropped: list[dict] = []
-    balance = None
+    balance = near = None
+    if config.near_duplicates is not None:  # before balancing, so balancing counts distinct tasks
+        tasks, dropped, near = drop_near_duplicates(tasks, config.near_duplicates, config.sampling.seed)
     if config.balance_labels is not None:
-        tasks, dropped, balance = balance_labels(tasks, config.balance_labels, config.sampling.seed)
+        tasks, unbalanced, balance = balance_labels(tasks, config.balance_labels, config.sampling.seed)
+        dropped += unbalanced
     atomic_write_text(stage.dir / "dropped.jsonl", "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in dropped))
     parsed = sum(row["parsed"] for row in rows)
     generated_tokens = sum(row["generated_tokens"] for row in rows)
@@ -161,6 +164,7 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         "tasks": len(tasks),
         "answers": dict(Counter(answer_label(t["output"]) for t in tasks).most_common(20))
         if task_type in CLOSED_ANSWER_TYPES else None,
+        "near_duplicates": near,
         "balance_labels": balance,
         "prompt_tokens": sum(row["prompt_tokens"] for row in rows),
         "generated_tokens": generated_tokens,

@@ -91,11 +91,12 @@ def generated_tasks_page(run_info: dict[str, Any], out: Path, plots: bool, seed:
     lines += [f"## Failed generations ({len(failed)} of {len(shard_rows)})", ""]
     if failed:
         reasons = Counter(failure_reason(r.get("generation", "")) for r in failed)
-        lines += [markdown_table(["why it did not parse", "generations"], [[reason, str(n)] for reason, n in
-                                                                          reasons.most_common()]), ""]
+        lines += [markdown_table(["why it did not parse", "generations"], [[_cell(reason, 120), str(n)]
+                                                                          for reason, n in reasons.most_common()]), ""]
         examples = rng.sample(failed, min(FAILED_SAMPLE, len(failed)))
         lines += [markdown_table(["generation", "why"], [[_cell(r.get("generation", ""), 300),
-                                                          failure_reason(r.get("generation", ""))] for r in examples]), ""]
+                                                          _cell(failure_reason(r.get("generation", "")), 120)]
+                                                         for r in examples]), ""]
 
     input_words = [len(t["input"].split()) for t in tasks]
     output_words = [len(t["output"].split()) for t in tasks]

@@ -210,7 +210,7 @@ def test_nothing_matches(tmp_path):
     with pytest.raises(UserError, match="nothing matches"):
         resolve_input_files(_input(files=[str(tmp_path / "missing*.jsonl")]))
     (tmp_path / "empty_folder").mkdir()
-    with pytest.raises(UserError, match="no .txt or .md documents"):
+    with pytest.raises(UserError, match="no .txt, .md, .pdf, .docx, .html, .htm documents"):
         resolve_input_files(_input(files=[str(tmp_path / "empty_folder")]))
     (tmp_path / "table.xlsx").write_text("x")
     with pytest.raises(UserError, match="unsupported type"):
