@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..rundir import StageRun, atomic_write_text, read_manifest
+from .html import write_html
 from .inspect import generated_tasks_page
 from .plots import plot_loss, plot_metrics
 from .runs import benchmarks_of, load_run
@@ -102,9 +103,11 @@ def report_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None, *
     lines += ["## Generated tasks", ""]
     generation = generation_table(runs)
     lines += [generation if generation else "No generation statistics (`generate/stats.json` is missing).", ""]
+    pages = []
     for index, run_info in enumerate(runs):
         page = generated_tasks_page({**run_info, "index": index}, out, plots=plots and plot_note is None)
         if page:
+            pages.append(page)
             lines += [f"Inspect the tasks of {run_info['name']} (a sample, answers, failed generations, lengths): "
                       f"[{page}]({page})", ""]
 
@@ -113,7 +116,12 @@ def report_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None, *
     lines += [training if training else "No training log (`train/log_history.json` is missing).", ""]
     if have_loss:
         lines += ["![training loss](loss.png)", "", "Chart: [loss.png](loss.png)", ""]
-    atomic_write_text(out / "index.md", "\n".join(lines).rstrip() + "\n")
+    index_markdown = "\n".join(lines).rstrip() + "\n"
+    atomic_write_text(out / "index.md", index_markdown)
+    try:
+        write_html(out, index_markdown, pages, runs)
+    except ImportError:  # `markdown` comes with the report extra
+        pass
     return out
 
 
