@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from .._schema import Section, local_path, maybe_local_path
 from ..engines.spec import EngineSpec, OpenAIConfig, SamplingConfig, TransformersSettings, VLLMConfig
 from ..errors import UserError
+from .filters import JUDGE_PROMPT
 from .task_format import full_task_type
 
 __all__ = ["InputConfig", "ChunkingConfig", "SamplingConfig", "VLLMConfig", "OpenAIConfig", "GenerateConfig"]
@@ -53,6 +54,23 @@ class ChunkingConfig(Section):
     dedupe: bool = Field(True, description="Drop exact duplicate passages.")
 
 
+class JudgeConfig(Section):
+    """The optional LLM-judge filter: the generator itself asked, per task, whether the answer is right."""
+
+    prompt: str = Field(JUDGE_PROMPT, description="The question sent for each task, as is (no chat template), with "
+                        "{passage}, {input} and {output} filled in.")
+    accept: str = Field("yes", min_length=1, description="A task stays when the judge's answer starts with this.")
+    max_tokens: int = Field(4, ge=1, description="Tokens of the judge's answer (greedy).")
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_the_task(cls, value: str) -> str:
+        for name in ("{input}", "{output}"):
+            if name not in value:
+                raise ValueError(f"must contain {name} (and may contain {{passage}})")
+        return value
+
+
 class GenerateConfig(Section):
     """Stage `generate`: turn passages into instruction tasks."""
 
@@ -86,6 +104,9 @@ class GenerateConfig(Section):
     shard_size: int = Field(256, ge=1, description="Passages per output shard (written as soon as it is done); a rerun "
                             "keeps every finished shard, also after this setting changes.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    judge: JudgeConfig | None = Field(
+        None, description="Ask the generator to judge each task and drop those it rejects (dropped rows go to "
+        "generate/dropped.jsonl, verdicts to generate/judge.jsonl); `judge: {}` uses the default prompt.")
     near_duplicates: float | None = Field(
         None, gt=0.0, le=1.0, description="Drop tasks whose word 3-grams overlap an earlier task's by at least this "
         "Jaccard similarity (e.g. 0.8; MinHash LSH, confirmed exactly; needs `bonito_adapt[filters]`); dropped rows "

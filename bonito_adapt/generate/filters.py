@@ -20,7 +20,8 @@ import re
 from collections import Counter, defaultdict
 from typing import Any
 
-__all__ = ["CLOSED_ANSWER_TYPES", "answer_label", "failure_reason", "balance_labels", "drop_near_duplicates"]
+__all__ = ["CLOSED_ANSWER_TYPES", "JUDGE_PROMPT", "answer_label", "failure_reason", "balance_labels", "drop_near_duplicates",
+           "judge_tasks", "apply_judge"]
 
 # Task types whose outputs come from a small closed set of answers (short names).
 CLOSED_ANSWER_TYPES = frozenset({"ynqa", "nli", "te", "paraphrase_id", "sentiment", "topic_class", "mcqa"})
@@ -106,3 +107,57 @@ def drop_near_duplicates(tasks: list[dict[str, Any]], threshold: float, seed: in
         shingles[index] = grams
         kept.append(task)
     return kept, dropped, {"threshold": threshold, "dropped": len(dropped)}
+
+
+# The judge's default question; {passage}, {input} and {output} are filled in per task.
+JUDGE_PROMPT = ("Below are a passage and a task written from it.\n\nPassage:\n{passage}\n\nTask:\n{input}\n\n"
+                "Proposed answer:\n{output}\n\nIs the proposed answer correct and supported by the passage? "
+                "Answer yes or no.\nAnswer:")
+
+
+def _task_key(task: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([task["context"], task["input"], task["output"]]).encode()).hexdigest()[:24]
+
+
+def judge_tasks(engine, tasks: list[dict[str, Any]], prompt: str, max_tokens: int, seed: int, cache_path,
+                batch: int = 256) -> dict[str, str]:
+    """The generator's own verdict on each task (greedy), by task key; verdicts already in `cache_path` (a
+    jsonl written as they come) are reused, so a resumed stage does not judge a task twice."""
+    import json
+    from pathlib import Path
+
+    from ..engines.spec import SamplingConfig
+    from ..rundir import atomic_write_text
+
+    cache_path = Path(cache_path)
+    verdicts: dict[str, str] = {}
+    if cache_path.is_file():
+        for line in cache_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                verdicts[row["key"]] = row["verdict"]
+    todo = [task for task in tasks if _task_key(task) not in verdicts]
+    sampling = SamplingConfig(n=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=seed)
+    for start in range(0, len(todo), batch):
+        chunk = todo[start:start + batch]
+        prompts = [prompt.format(passage=t["context"], input=t["input"], output=t["output"]) for t in chunk]
+        for task, samples in zip(chunk, engine.generate(prompts, sampling), strict=True):
+            verdicts[_task_key(task)] = samples[0].strip()
+        atomic_write_text(cache_path, "".join(json.dumps({"key": k, "verdict": v}) + "\n" for k, v in verdicts.items()))
+    return verdicts
+
+
+def apply_judge(tasks: list[dict[str, Any]], verdicts: dict[str, str], accept: str) -> tuple[
+        list[dict[str, Any]], list[dict[str, Any]], dict]:
+    """(kept, dropped, stats): a task stays when the judge's answer starts with `accept` (case-insensitive)."""
+    kept, dropped = [], []
+    for task in tasks:
+        verdict = verdicts.get(_task_key(task), "")
+        if verdict.lower().lstrip(" \"'*").startswith(accept.lower()):
+            kept.append(task)
+        else:
+            dropped.append({**task, "dropped_by": "judge", "judge_verdict": verdict[:200]})
+    return kept, dropped, {"judged": len(tasks), "kept": len(kept), "dropped": len(dropped)}

@@ -26,7 +26,14 @@ from ..errors import UserError
 from ..rundir import StageRun, atomic_write_json, atomic_write_text, fsync_tree
 from .config import GenerateConfig
 from .corpus import input_fingerprint, load_documents, make_passages
-from .filters import CLOSED_ANSWER_TYPES, answer_label, balance_labels, drop_near_duplicates
+from .filters import (
+    CLOSED_ANSWER_TYPES,
+    answer_label,
+    apply_judge,
+    balance_labels,
+    drop_near_duplicates,
+    judge_tasks,
+)
 from .shards import SHARDS, Processes, generate_shards, passages_fingerprint, prepare_shards, read_shard_rows
 from .task_format import TaskFormat, short_task_type
 
@@ -69,6 +76,23 @@ def _save_dataset(rows: list[dict[str, Any]], target: Path) -> None:
     fsync_tree(tmp)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
+
+
+def _unique_tasks(rows: list[dict[str, Any]], task_type: str) -> tuple[list[dict[str, Any]], int]:
+    """The parsed generations as tasks, exact duplicates (same input and output) once; and how many were dropped."""
+    short = short_task_type(task_type)
+    tasks, seen, duplicates = [], set(), 0
+    for row in rows:
+        if not row["parsed"]:
+            continue
+        key = (row["input"], row["output"])
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        tasks.append({"input": row["input"], "output": row["output"], "task_type": short,
+                      "context": row["context"], "source_id": row["source_id"]})
+    return tasks, duplicates
 
 
 def _print_stats(stats: dict[str, Any]) -> None:
@@ -120,6 +144,13 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         shards_dir = stage.dir / SHARDS
         throughput = generate_shards(passages, engine, task_format, config.sampling, shards_dir, config.shard_size,
                                      processes.rank, processes.count, before_generating=processes.wait_for_all)
+        verdicts = None
+        if config.judge is not None:
+            processes.wait_for_all()  # every shard on disk; process 0 judges them with its generator
+            if processes.rank == 0:
+                verdicts = judge_tasks(engine, _unique_tasks(read_shard_rows(shards_dir), config.task_type)[0],
+                                       config.judge.prompt, config.judge.max_tokens, config.sampling.seed,
+                                       stage.dir / "judge.jsonl")
     finally:
         engine.close()
     throughput = processes.summed(throughput)  # also waits for every process's shards
@@ -129,21 +160,14 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
 
     rows = read_shard_rows(shards_dir)
     task_type = short_task_type(config.task_type)
-    tasks, seen, duplicate_tasks = [], set(), 0
-    for row in rows:
-        if not row["parsed"]:
-            continue
-        key = (row["input"], row["output"])
-        if key in seen:
-            duplicate_tasks += 1
-            continue
-        seen.add(key)
-        tasks.append({"input": row["input"], "output": row["output"], "task_type": task_type,
-                      "context": row["context"], "source_id": row["source_id"]})
+    tasks, duplicate_tasks = _unique_tasks(rows, config.task_type)
     dropped: list[dict] = []
-    balance = near = None
+    balance = near = judged = None
+    if verdicts is not None:
+        tasks, dropped, judged = apply_judge(tasks, verdicts, config.judge.accept)
     if config.near_duplicates is not None:  # before balancing, so balancing counts distinct tasks
-        tasks, dropped, near = drop_near_duplicates(tasks, config.near_duplicates, config.sampling.seed)
+        tasks, near_copies, near = drop_near_duplicates(tasks, config.near_duplicates, config.sampling.seed)
+        dropped += near_copies
     if config.balance_labels is not None:
         tasks, unbalanced, balance = balance_labels(tasks, config.balance_labels, config.sampling.seed)
         dropped += unbalanced
@@ -164,6 +188,7 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         "tasks": len(tasks),
         "answers": dict(Counter(answer_label(t["output"]) for t in tasks).most_common(20))
         if task_type in CLOSED_ANSWER_TYPES else None,
+        "judge": judged,
         "near_duplicates": near,
         "balance_labels": balance,
         "prompt_tokens": sum(row["prompt_tokens"] for row in rows),

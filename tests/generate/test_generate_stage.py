@@ -277,6 +277,38 @@ def test_balance_labels_evens_the_answers_and_keeps_the_dropped_rows(recipe_file
     assert len(datasets.load_from_disk(str(stage_dir / "dataset"))) == len(kept)  # what training reads
 
 
+def test_judge_asks_the_generator_and_drops_what_it_rejects(recipe_file, monkeypatch):
+    """generate.judge: each parsed task goes back to the generator with the judge prompt (greedy); tasks whose
+    verdict does not start with `accept` are dropped to dropped.jsonl; verdicts are cached for a rerun."""
+    _use_engine(monkeypatch)
+    judged: list[str] = []
+
+    def judging_generate(self, prompts, sampling, _real=PipeEngine.generate):
+        if prompts and prompts[0].startswith("JUDGE"):
+            judged.extend(prompts)
+            assert sampling.temperature == 0.0 and sampling.max_tokens == 3
+            return [["Yes, it is." if len(p) % 3 else "no"] for p in prompts]
+        return _real(self, prompts, sampling)
+
+    monkeypatch.setattr(PipeEngine, "generate", judging_generate)
+    recipe = load_recipe(recipe_file(judge={"prompt": "JUDGE {input} |{output}", "max_tokens": 3}))
+    stage_dir = generate.run(recipe, recipe.run_dir)
+    kept = [json.loads(line) for line in (stage_dir / "tasks.jsonl").read_text().splitlines()]
+    dropped = [json.loads(line) for line in (stage_dir / "dropped.jsonl").read_text().splitlines()]
+    assert kept and dropped and all(len(f"JUDGE {t['input']} |{t['output']}") % 3 for t in kept)
+    assert all(d["dropped_by"] == "judge" and d["judge_verdict"] == "no" for d in dropped)
+    stats = json.loads((stage_dir / "stats.json").read_text())
+    assert stats["judge"] == {"judged": len(kept) + len(dropped), "kept": len(kept), "dropped": len(dropped)}
+    assert len(judged) == len(kept) + len(dropped)
+    # a forced rerun regenerates nothing it has and asks the judge nothing it has asked
+    judged.clear()
+    (stage_dir / "manifest.json").unlink()
+    generate.run(recipe, recipe.run_dir)
+    assert judged == [] and [json.loads(line) for line in (stage_dir / "tasks.jsonl").read_text().splitlines()] == kept
+    with pytest.raises(UserError, match="must contain {output}"):
+        load_recipe(recipe_file("bad.yaml", judge={"prompt": "Is {input} right?"}))
+
+
 def test_rerun_is_skipped_when_unchanged(recipe_file, monkeypatch, capsys):
     _use_engine(monkeypatch)
     recipe = load_recipe(recipe_file())
