@@ -40,7 +40,7 @@ class TrainConfig(Section):
 
     # How the same optimisation is computed (same effective batch, same examples per step): a change resumes
     # from the checkpoints on disk. Not padding_free: padded batches are grouped by length, another data order.
-    execution_fields = frozenset({"micro_batch_size", "gradient_checkpointing", "attn_implementation",
+    execution_fields = frozenset({"micro_batch_size", "gradient_checkpointing", "max_memory_gib", "attn_implementation",
                                   "use_liger_kernel", "save_steps", "save_total_limit", "logging_steps",
                                   "report_to", "trust_remote_code"})
 
@@ -102,7 +102,13 @@ class TrainConfig(Section):
         False, description="TRL best-fit packing into rows of max_length tokens; a step then holds "
         "`effective_batch_size` packed rows, not examples (off: the paper counts examples)."
     )
-    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (non-reentrant); less memory.")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="Recompute activations in backward (non-reentrant): less memory, ~1.6x the compute. "
+        "auto: on a GPU, measure the model's activations before the first step and checkpoint only as many layers "
+        "as the budget needs (none when it all fits); on CPU without max_memory_gib, every layer.")
+    max_memory_gib: float | None = Field(
+        None, gt=0, description="Memory budget of gradient_checkpointing: auto, per process (e.g. 20 on a 24 GB card); "
+        "none: what the GPU has free.")
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "varlen", "eager"] = Field(
         "auto", description="auto: flash_attention_2 with CUDA when flash-attn is installed; else, for padding-free "
         "batches on CUDA, varlen (PyTorch's own FlashAttention varlen kernel, torch >= 2.10); else sdpa."

@@ -24,6 +24,7 @@ from .trainer import (
     build_trainer,
     drop_incomplete_checkpoints,
     last_checkpoint,
+    memory_plan,
     merge_adapter,
     peak_memory,
     resolve_setup,
@@ -105,7 +106,7 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False, *, callbacks: Sequen
         "resumed_from_step": int(resume_from.name.split("-")[-1]) if resume_from else 0,
     }
     details = {**asdict(setup), "peak_memory_kind": peak_kind, "padding_free": config.padding_free or config.packing,
-               "packing": config.packing}
+               "packing": config.packing, "memory_plan": memory_plan(trainer)}
     history = list(train_state.log_history)
     del trainer, result
     gc.collect()

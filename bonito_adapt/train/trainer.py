@@ -26,6 +26,7 @@ from ..errors import UserError, missing_extra
 from ..models import load_causal_lm, load_tokenizer
 from ..rundir import follow_umask, fsync_tree
 from .config import TrainConfig
+from .memory import largest_forward_tokens, memory_plan_callback
 from .varlen import VARLEN, register_varlen_attention, varlen_supported
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "say",
     "peak_memory",
     "throughput_callback",
+    "memory_plan",
     "PAPER_MAX_STEPS",
     "PAPER_ONE_EPOCH_BELOW",
 ]
@@ -256,6 +258,10 @@ def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_d
         raise UserError(f"train.format: chat but the tokenizer of {config.model!r} has no chat template; "
                         "use format: bonito")
     padding_free = config.padding_free or config.packing
+    checkpointing = config.gradient_checkpointing is not False  # auto: on for every layer until the plan
+    planner = None
+    if config.gradient_checkpointing == "auto":
+        planner = memory_plan_callback(config.max_memory_gib, cuda=setup.cuda, report=_report_plan)
     args = SFTConfig(
         output_dir=str(checkpoints_dir),
         per_device_train_batch_size=setup.micro_batch_size,
@@ -270,8 +276,8 @@ def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_d
         optim=setup.optimizer,
         bf16=setup.bf16,
         use_cpu=not setup.cuda,  # also what lets torchrun/accelerate form a CPU process group (gloo)
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         use_liger_kernel=setup.use_liger_kernel,
         # Without packing the stage truncates itself (prompt and completion caps; see _truncate).
         max_length=config.max_length if config.packing else None,
@@ -296,13 +302,26 @@ def build_trainer(config: TrainConfig, setup: TrainSetup, dataset, checkpoints_d
     )
     trainer = SFTTrainer(model=_load_model(config, setup), args=args, train_dataset=dataset,
                          processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[_checkpoints_follow_umask(), *callbacks])
+                         callbacks=[_checkpoints_follow_umask(), *([planner] if planner else []), *callbacks])
     if not config.packing:
         trainer.train_dataset = _truncate(trainer.train_dataset, config.max_length, config.max_prompt_length,
                                           config.max_completion_length)
     if len(trainer.train_dataset) == 0:
         raise UserError("train: no example has a completion token within train.max_length; raise max_length")
+    if planner:
+        lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+        planner.tokens_per_forward = largest_forward_tokens(lengths, setup.micro_batch_size, padding_free,
+                                                            config.packing, config.max_length)
+        planner.autocast = trainer.accelerator.autocast  # the training precision
+        planner.sharded = bool(getattr(trainer, "is_fsdp_enabled", False)
+                               or getattr(trainer, "is_deepspeed_enabled", False))
     return trainer
+
+
+def _report_plan(plan) -> None:
+    say(f"memory plan: {plan.checkpointed} of {plan.layers} layers checkpointed for up to {plan.tokens_per_forward:,} "
+        f"tokens per forward, estimated peak {plan.estimated_peak_gib} GiB of a {plan.budget_gib} GiB budget "
+        f"({plan.reason})")
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -391,6 +410,13 @@ def peak_memory(cuda: bool) -> tuple[float, str]:
 
         return torch.cuda.max_memory_allocated() / 2**30, "cuda_max_allocated"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process_max_rss"  # KiB on Linux
+
+
+def memory_plan(trainer) -> dict | None:
+    """The plan gradient_checkpointing: auto applied in this session, if any."""
+    plan = next((callback.plan for callback in trainer.callback_handler.callbacks
+                 if getattr(callback, "plan", None) is not None), None)
+    return plan.as_dict() if plan else None
 
 
 def throughput_callback():
