@@ -90,15 +90,13 @@ def sampling_params_kwargs(sampling: SamplingConfig, keep_special_tokens: bool =
     return kwargs
 
 
-# Bonito's separator of input and output. vLLM drops special tokens from the text it returns
-# (`skip_special_tokens`); were `<|pipe|>` a special added token of the tokenizer, no generation would parse.
-_SEPARATOR = "<|pipe|>"
-
-
 def separator_is_special(tokenizer) -> bool:
-    """Whether the tokenizer holds `<|pipe|>` as a special added token (then special tokens are kept)."""
+    """Whether the tokenizer holds Bonito's `<|pipe|>` as a special added token. vLLM drops special tokens from
+    the text it returns (`skip_special_tokens`): then they are kept, or no generation would parse."""
+    from ..generate.task_format import PIPE  # here, not at import: generate imports the engines
+
     added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    return any(getattr(token, "content", None) == _SEPARATOR and getattr(token, "special", False)
+    return any(getattr(token, "content", None) == PIPE and getattr(token, "special", False)
                for token in added.values())
 
 

@@ -20,6 +20,8 @@ import re
 from collections import Counter, defaultdict
 from typing import Any
 
+from .task_format import PIPE
+
 __all__ = ["CLOSED_ANSWER_TYPES", "JUDGE_PROMPT", "answer_label", "failure_reason", "balance_labels", "drop_near_duplicates",
            "judge_tasks", "apply_judge"]
 
@@ -32,7 +34,7 @@ def answer_label(output: str) -> str:
     return re.sub(r"^[\W_]+|[\W_]+$", "", output.strip().lower())
 
 
-def failure_reason(generation: str, separator: str = "<|pipe|>") -> str:
+def failure_reason(generation: str, separator: str = PIPE) -> str:
     """Why a generation did not parse into (input, output), in a few words."""
     count = generation.count(separator)
     if not generation.strip():

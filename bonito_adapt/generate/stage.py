@@ -144,13 +144,13 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         shards_dir = stage.dir / SHARDS
         throughput = generate_shards(passages, engine, task_format, config.sampling, shards_dir, config.shard_size,
                                      processes.rank, processes.count, before_generating=processes.wait_for_all)
-        verdicts = None
+        verdicts = rows = None
         if config.judge is not None:
             processes.wait_for_all()  # every shard on disk; process 0 judges them with its generator
             if processes.rank == 0:
-                verdicts = judge_tasks(engine, _unique_tasks(read_shard_rows(shards_dir), config.task_type)[0],
-                                       config.judge.prompt, config.judge.max_tokens, config.sampling.seed,
-                                       stage.dir / "judge.jsonl")
+                rows = read_shard_rows(shards_dir)
+                verdicts = judge_tasks(engine, _unique_tasks(rows, config.task_type)[0], config.judge.prompt,
+                                       config.judge.max_tokens, config.sampling.seed, stage.dir / "judge.jsonl")
     finally:
         engine.close()
     throughput = processes.summed(throughput)  # also waits for every process's shards
@@ -158,7 +158,8 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         processes.wait_for_all()  # until process 0 has written the tasks that a train stage next reads
         return stage.dir
 
-    rows = read_shard_rows(shards_dir)
+    if rows is None:  # read once: the judge already read them
+        rows = read_shard_rows(shards_dir)
     task_type = short_task_type(config.task_type)
     tasks, duplicate_tasks = _unique_tasks(rows, config.task_type)
     dropped: list[dict] = []
