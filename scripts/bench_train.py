@@ -34,7 +34,12 @@ from _bench import run_worker  # noqa: E402
 
 # name -> train-stage settings on top of the recipe defaults (the Bonito card's hyperparameters)
 VARIANTS: dict[str, dict] = {
-    "defaults": {},  # what a recipe gets: padding-free, micro-batch auto (16), attention and Liger auto
+    # what a recipe gets: padding-free, micro-batch auto (16), attention and Liger auto, gradient_checkpointing
+    # auto (the memory plan: as few layers checkpointed as the GPU's free memory needs)
+    "defaults": {},
+    "max-memory-20": {"max_memory_gib": 20},  # the plan under a 24 GB card's budget
+    "checkpoint-all": {"gradient_checkpointing": True},  # the defaults before the memory plan
+    "checkpoint-none": {"gradient_checkpointing": False},
     "varlen-mb4-liger": {"micro_batch_size": 4, "attn_implementation": "varlen", "use_liger_kernel": True},
     "padded-mb4": {"padding_free": False, "attn_implementation": "sdpa", "use_liger_kernel": False},
     "sdpa-mb16": {"micro_batch_size": 16, "attn_implementation": "sdpa", "use_liger_kernel": False},
@@ -63,6 +68,69 @@ def _count_params(model_dir: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# kernel name patterns -> where a step's GPU time goes (--profile)
+KERNEL_KINDS = (
+    ("4-bit dequantisation", ("dequant",)),
+    ("attention", ("flash", "fmha", "attention", "varlen")),
+    ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "splitk")),
+    ("loss", ("cross_entropy", "fused_linear", "log_softmax", "nll")),
+    ("optimizer", ("adam", "multi_tensor", "foreach", "optimizer")),
+    ("norms, rope, activations (Liger)", ("rms", "rope", "swiglu", "geglu", "liger", "_triton")),
+    ("elementwise and copies", ("elementwise", "vectorized", "copy", "reduce", "fill", "cat", "index")),
+)
+
+
+def profile_step(trainer, step: int) -> dict:
+    """GPU time of one optimizer step (`step`, after warm-up) by kernel kind, and the matmul time split into
+    LoRA (an operand with the LoRA rank as a dimension) and the rest (base weights, dequantised)."""
+    import torch
+    from transformers import TrainerCallback
+
+    rank = trainer.model.peft_config["default"].r
+    found: dict = {}
+
+    class Profile(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == step - 1:
+                torch.cuda.synchronize()
+                self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA,
+                                                                   torch.profiler.ProfilerActivity.CPU],
+                                                       record_shapes=True)
+                self.profiler.__enter__()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step and hasattr(self, "profiler"):
+                torch.cuda.synchronize()
+                self.profiler.__exit__(None, None, None)
+                found.update(_summarise(self.profiler, rank))
+
+    trainer.add_callback(Profile())
+    return found
+
+
+def _summarise(profiler, rank: int) -> dict:
+    kinds: dict[str, float] = {}
+    total = 0.0
+    for event in profiler.key_averages():
+        if event.device_type.name != "CUDA" or not event.self_device_time_total:
+            continue
+        name, us = event.key.lower(), event.self_device_time_total
+        total += us
+        kind = next((k for k, patterns in KERNEL_KINDS if any(p in name for p in patterns)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + us
+    lora = base = 0.0
+    for event in profiler.key_averages(group_by_input_shape=True):
+        if event.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul") and event.device_time_total:
+            shapes = [dim for shape in (event.input_shapes or []) for dim in (shape or [])]
+            if rank in shapes:
+                lora += event.device_time_total
+            elif event.key != "aten::matmul":
+                base += event.device_time_total
+    return {"gpu_ms": round(total / 1000, 1),
+            "share": {k: round(v / total, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+            "lora_matmul_ms": round(lora / 1000, 1), "other_matmul_ms": round(base / 1000, 1)}
+
+
 def run_ours(args, settings: dict) -> dict:
     """One variant of our train stage (called in a child process)."""
     import torch
@@ -70,7 +138,7 @@ def run_ours(args, settings: dict) -> dict:
     from transformers import AutoConfig, TrainerCallback
 
     from bonito_adapt.train.config import TrainConfig
-    from bonito_adapt.train.trainer import build_trainer, resolve_setup
+    from bonito_adapt.train.trainer import build_trainer, memory_plan, resolve_setup
 
     reference = _load_yardstick(Path(args.yardsticks))
     vocab = AutoConfig.from_pretrained(args.model).vocab_size
@@ -97,15 +165,20 @@ def run_ours(args, settings: dict) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(config, setup, dataset, Path(tmp), callbacks=[Clock()], max_steps=args.steps)
+        profile = profile_step(trainer, min(3, args.steps)) if args.profile and cuda else None
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         trainer.train()
+        plan = memory_plan(trainer)
     (t0, k0), (t1, k1) = marks[0], marks[-1]
     return {
         "tokens_per_s": round((k1 - k0) / (t1 - t0), 1),
         "s_per_step": round((t1 - t0) / (len(marks) - 1), 3),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "losses": [round(x, 4) for x in losses],
+        "memory_plan": {key: plan[key] for key in ("layers", "checkpointed", "tokens_per_forward", "budget_gib",
+                                                    "estimated_peak_gib", "reason")} if plan else None,
+        **({"profile": profile} if profile is not None else {}),
         "setup": {"attention": setup.attn_implementation, "micro_batch": setup.micro_batch_size,
                   "accumulation": setup.gradient_accumulation_steps, "liger": setup.use_liger_kernel,
                   "quantization": setup.quantization, "padding_free": config.padding_free},
@@ -128,7 +201,7 @@ def run_reference(args) -> dict:
 def _child(args, variant: str) -> dict:
     command = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--yardsticks",
                args.yardsticks, "--steps", str(args.steps), "--seed", str(args.seed),
-               "--lora-alpha", str(args.lora_alpha)]
+               "--lora-alpha", str(args.lora_alpha)] + (["--profile"] if args.profile else [])
     return run_worker(command)
 
 
@@ -142,6 +215,7 @@ def main() -> None:
     parser.add_argument("--reference-micro-batch", type=int, default=1, help="the paper's recipe: 1 (x16 accumulation)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="profile step 3 of each variant: GPU time by kernel kind")
     parser.add_argument("--out", help="write all results as JSON here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -7,5 +7,8 @@ fi
 if [ -d .whl ] && [ ! -d /tmp/site/trl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 fi
+if [ -d .whl-bnb ] && [ ! -d /tmp/site/bitsandbytes ]; then  # 42 MB: its own call
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl-bnb/*.whl
+fi
 export PYTHONPATH=/tmp/site:/tmp/vsite:$PWD:$PWD/tests VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 \
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
