@@ -1,8 +1,9 @@
 # Source me: the carried wheels installed once per (warm) machine, then the import path.
-if [ -d .whl-vllm/deps ] && [ -f /tmp/vw/part05 ] && [ ! -d /tmp/vsite/vllm ]; then
+VDEPS=${VDEPS:-.whl-vllm/deps}
+if [ -d $VDEPS ] && [ -f /tmp/vw/part05 ] && [ ! -d /tmp/vsite/vllm ]; then
   (cd /tmp/vw && cat part00 part01 part02 part03 part04 part05 > /tmp/vllm-0.26.0-cp38-abi3-manylinux_2_28_x86_64.whl)
-  [ "$(md5sum /tmp/vllm-0.26.0-*.whl | cut -c1-32)" = "$(cat .whl-vllm/deps/vllm.md5)" ] || { echo "vllm wheel md5 differs"; exit 3; }
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/vsite /tmp/vllm-0.26.0-*.whl .whl-vllm/deps/*.whl
+  [ "$(md5sum /tmp/vllm-0.26.0-*.whl | cut -c1-32)" = "$(cat $VDEPS/vllm.md5)" ] || { echo "vllm wheel md5 differs"; exit 3; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/vsite /tmp/vllm-0.26.0-*.whl $VDEPS/*.whl
 fi
 if [ -d .whl ] && [ ! -d /tmp/site/trl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
