@@ -3,6 +3,6 @@
 # /tmp/m7t (scripts/random_model_with_tokenizer.py) and the benchmark files in $DATA.
 DATA=${DATA:-$PWD/.dev/data}
 for task in contract_nli:contract_nli_test pubmed_qa:pubmed_qa; do
-  timeout ${EVAL_S:-150} python3 scripts/bench_eval.py --model /tmp/m7t --task ${task%%:*} \
+  timeout ${EVAL_S:-240} python3 scripts/bench_eval.py --model /tmp/m7t --task ${task%%:*} \
     --data-file $DATA/${task##*:}.jsonl.gz --limit ${LIMIT:-40} --out $OUT/eval_h200_${task%%:*}.json 2>&1 | tail -6
 done

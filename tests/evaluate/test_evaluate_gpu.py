@@ -25,7 +25,8 @@ LIMIT = int(os.environ.get("BONITO_ADAPT_GPU_LIMIT", "40"))
 
 
 def _samples(out: Path, model: str, task: str) -> dict:
-    rows = [json.loads(line) for line in (out / "samples" / model / f"{task}.jsonl").read_text().splitlines()]
+    samples_file = out / "samples" / model / f"{task}.jsonl"
+    rows = [json.loads(line) for line in samples_file.read_text(encoding="utf-8").splitlines()]
     return {(row["template"], row["doc_id"]): row for row in rows}
 
 
