@@ -179,3 +179,12 @@ def install(monkeypatch) -> types.ModuleType:
     monkeypatch.setitem(sys.modules, "vllm.distributed", distributed)
     monkeypatch.setitem(sys.modules, "vllm.distributed.parallel_state", parallel_state)
     return module
+
+
+def offer_quantization_methods(monkeypatch, methods: list[str]) -> None:
+    """`vllm.model_executor.layers.quantization.QUANTIZATION_METHODS` as `methods` (vLLM 0.26.0's list has no
+    "gguf": its GGUF loader was removed)."""
+    names = ("vllm.model_executor", "vllm.model_executor.layers", "vllm.model_executor.layers.quantization")
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    sys.modules[names[-1]].QUANTIZATION_METHODS = list(methods)

@@ -43,20 +43,26 @@ class Engine(Protocol):
         """Free GPU memory / connections."""
 
 
-def resolve_engine_name(name: str) -> str:
-    """`auto` means vllm when it is installed and a GPU is present, else transformers."""
+def resolve_engine_name(name: str, spec: EngineSpec | None = None) -> str:
+    """`auto` means vllm when it is installed and a GPU is present, else transformers; also transformers for a
+    GGUF checkpoint (`spec.gguf_file`) that the installed vLLM cannot load."""
     if name != "auto":
         return name
     if importlib.util.find_spec("vllm") is not None:
         import torch
 
         if torch.cuda.is_available():
+            if spec is not None and spec.gguf_file:
+                from .vllm_engine import vllm_loads_gguf
+
+                if not vllm_loads_gguf():
+                    return "transformers"
             return "vllm"
     return "transformers"
 
 
 def load_engine(name: str, spec: EngineSpec) -> Engine:
     """The engine `name` (vllm, transformers, openai or auto) loaded with `spec`."""
-    module_name, class_name = ENGINES[resolve_engine_name(name)].split(":")
+    module_name, class_name = ENGINES[resolve_engine_name(name, spec)].split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)
     return engine_class(spec)

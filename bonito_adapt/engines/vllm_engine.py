@@ -26,7 +26,8 @@ from ..errors import UserError, missing_extra
 from ..models import check_model_reference
 from .spec import EngineSpec, SamplingConfig
 
-__all__ = ["VLLMEngine", "llm_kwargs", "sampling_params_kwargs", "separator_is_special", "shutdown_llm"]
+__all__ = ["VLLMEngine", "llm_kwargs", "sampling_params_kwargs", "separator_is_special", "shutdown_llm",
+           "vllm_loads_gguf"]
 
 
 def _import_vllm():
@@ -34,6 +35,23 @@ def _import_vllm():
         return importlib.import_module("vllm")
     except ImportError:
         raise missing_extra("vllm", "vllm") from None
+
+
+def vllm_loads_gguf() -> bool:
+    """Whether the installed vLLM can load a GGUF checkpoint. vLLM deprecated GGUF upstream (vllm-project/vllm
+    #39583, an out-of-tree plugin instead) and 0.26.0 has no GGUF loader at all: it reads the .gguf file as a JSON
+    config and fails (seen on the device, 2026-12-04). A plugin registers "gguf" as a quantization method."""
+    try:
+        from vllm.plugins import load_general_plugins
+
+        load_general_plugins()  # an out-of-tree GGUF plugin registers itself here
+    except ImportError:
+        pass
+    try:
+        from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+    except ImportError:
+        return True  # cannot tell: let vLLM try
+    return "gguf" in QUANTIZATION_METHODS
 
 
 def _model_and_tokenizer(spec: EngineSpec) -> tuple[str, str | None]:
@@ -109,6 +127,10 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         self._vllm = _import_vllm()
         self.spec = spec
+        if spec.gguf_file and not vllm_loads_gguf():
+            raise UserError(f"{spec.field('gguf_file')}: vLLM {getattr(self._vllm, '__version__', '')} cannot load GGUF "
+                            "files (its GGUF support was removed); use engine: transformers, which loads them, or "
+                            "give the model as a folder of safetensors weights")
         self.llm = self._vllm.LLM(**llm_kwargs(spec))
         self._tokenizer = self.llm.get_tokenizer()
         self.keep_special_tokens = separator_is_special(self._tokenizer)

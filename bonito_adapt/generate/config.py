@@ -81,7 +81,8 @@ class GenerateConfig(Section):
     input: InputConfig
     task_type: str = Field(..., description="Task type, short (nli) or full (natural language inference) name.")
     model: str = Field(BONITO_MODEL, description="Generator: Hugging Face id or local folder.")
-    gguf_file: str | None = Field(None, description="GGUF file inside `model` (or a path) to load with transformers.")
+    gguf_file: str | None = Field(None, description="GGUF file inside `model` (or a path) to load with transformers "
+                                  "(vLLM 0.26 has no GGUF loader: `engine: auto` then picks transformers).")
     tokenizer: str | None = Field(None, description="Tokenizer id/folder if not the model's.")
     style: Literal["bonito", "prompted"] = Field(
         "bonito",

@@ -118,7 +118,7 @@ def run(recipe: Recipe, run_dir: Path, force: bool = False) -> Path:
         return stage.dir
     started = time.time()
     processes = Processes()
-    if processes.count > 1 and (engine_name := resolve_engine_name(config.engine)) != "transformers":
+    if processes.count > 1 and (engine_name := resolve_engine_name(config.engine, config.engine_spec())) != "transformers":
         raise UserError(f"generate.engine {engine_name} spreads work over GPUs or servers itself: "
                         "run the generate stage without torchrun / accelerate launch, or use engine: transformers "
                         "for one generator per process")

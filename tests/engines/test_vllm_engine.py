@@ -11,7 +11,7 @@ import sys
 import _fake_vllm
 import pytest
 
-from bonito_adapt.engines import load_engine
+from bonito_adapt.engines import load_engine, resolve_engine_name
 from bonito_adapt.engines.spec import EngineSpec, SamplingConfig
 from bonito_adapt.engines.vllm_engine import VLLMEngine, llm_kwargs
 from bonito_adapt.errors import UserError
@@ -116,6 +116,31 @@ def test_gguf_file_in_a_local_folder(fake_vllm, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     VLLMEngine(_config(model=str(tmp_path), gguf_file="model.Q4.gguf"))
     assert fake_vllm.created[1]["hf_config_path"] == str(tmp_path)
+
+
+def test_gguf_file_on_a_vllm_without_gguf_support_is_a_user_error(fake_vllm, monkeypatch, tmp_path):
+    """vLLM 0.26.0 has no GGUF loader (it read the file as a JSON config on the device): say so before vLLM does."""
+    (tmp_path / "model.Q4.gguf").write_bytes(b"GGUF")
+    _fake_vllm.offer_quantization_methods(monkeypatch, ["awq", "fp8", "bitsandbytes"])
+    with pytest.raises(UserError, match=r"generate.gguf_file: vLLM .* cannot load GGUF files .*engine: transformers"):
+        VLLMEngine(_config(model=str(tmp_path), gguf_file="model.Q4.gguf"))
+    assert fake_vllm.created == []
+    VLLMEngine(_config(model=str(tmp_path)))  # the same model as a folder is fine
+    _fake_vllm.offer_quantization_methods(monkeypatch, ["awq", "gguf"])  # e.g. with the GGUF plugin
+    VLLMEngine(_config(model=str(tmp_path), gguf_file="model.Q4.gguf"))
+    assert len(fake_vllm.created) == 2
+
+
+def test_auto_picks_transformers_for_gguf_when_vllm_cannot_load_it(fake_vllm, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_engine_name("auto", _config()) == "vllm"
+    assert resolve_engine_name("auto", _config(gguf_file="m.gguf")) == "vllm"  # cannot tell: vLLM tries
+    _fake_vllm.offer_quantization_methods(monkeypatch, ["awq"])
+    assert resolve_engine_name("auto", _config(gguf_file="m.gguf")) == "transformers"
+    assert resolve_engine_name("auto", _config()) == "vllm"
+    assert resolve_engine_name("vllm", _config(gguf_file="m.gguf")) == "vllm"  # named: its own clear error
 
 
 def test_gguf_file_of_a_hub_model_is_a_user_error(fake_vllm):

@@ -6,7 +6,7 @@ close() giving the GPU back.
     BONITO_ADAPT_GPU_GGUF=/tmp/smollm2.gguf     # optional: its GGUF file
     python -m pytest -m gpu tests/engines/test_vllm_gpu.py -s
 
-Run on the device on 2026-12-02 (vLLM 0.26.0, torch 2.11, one H200): docs/performance.md.
+Run on the device on 2026-12-02 and 2026-12-04 (vLLM 0.26.0, torch 2.11, one H200): docs/performance.md.
 """
 
 from __future__ import annotations
@@ -140,13 +140,20 @@ def test_the_pipe_token_survives_decoding(tmp_path, monkeypatch, special):
     assert parsed == ("Does it hold?", "yes")
 
 
-def test_gguf_checkpoint_loads_and_generates():
+def test_gguf_checkpoint_loads_and_generates_or_is_refused_in_one_line():
+    """vLLM 0.26.0 has no GGUF loader (removed upstream): there the engine must refuse with a UserError before
+    vLLM fails on the file; a vLLM that has one (or the GGUF plugin) must load it and generate."""
     _skip_without_gpu_and_vllm()
     if not GGUF:
         pytest.skip("set BONITO_ADAPT_GPU_GGUF to the model's GGUF file")
     from bonito_adapt.engines.spec import SamplingConfig
-    from bonito_adapt.engines.vllm_engine import VLLMEngine
+    from bonito_adapt.engines.vllm_engine import VLLMEngine, vllm_loads_gguf
+    from bonito_adapt.errors import UserError
 
+    if not vllm_loads_gguf():
+        with pytest.raises(UserError, match="cannot load GGUF files"):
+            VLLMEngine(_spec(MODEL, gguf_file=GGUF))
+        return
     engine = VLLMEngine(_spec(MODEL, gguf_file=GGUF))
     try:
         texts = engine.generate(PROMPTS[:1], SamplingConfig(n=1, temperature=0.0, max_tokens=8))
