@@ -49,7 +49,18 @@ VARIANTS: dict[str, dict] = {
     "varlen-mb16-liger-nockpt": {"micro_batch_size": 16, "attn_implementation": "varlen", "use_liger_kernel": True,
                                  "gradient_checkpointing": False},
 }
-H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM datasheet, dense bf16
+BF16_DENSE_TFLOPS = 989.0  # H100 SXM datasheet, dense bf16; the H200 has the same compute
+
+
+def flops_per_token(result: dict, settings: dict, params: int) -> float:
+    """Model FLOPs per trained token of Q-LoRA: forward 2P + input-gradient backward 2P (the 4-bit base has no
+    weight gradients) + 2P again for each recomputed (checkpointed) layer. Attention's own FLOPs are left out."""
+    plan = result.get("memory_plan")
+    if plan:
+        checkpointed = plan["checkpointed"] / plan["layers"]
+    else:  # the paper's recipe checkpoints every layer; so do the fixed settings other than `False`
+        checkpointed = 0.0 if settings.get("gradient_checkpointing") is False else 1.0
+    return (4 + 2 * checkpointed) * params
 
 
 def _load_yardstick(yardsticks: Path):
@@ -254,8 +265,7 @@ def main() -> None:
         if "error" in r:
             print(f"{name:<20} error: {r['error']}")
             continue
-        # Q-LoRA with checkpointing: forward + recomputed forward + input-gradient backward = 6 x params per token.
-        mfu = r["tokens_per_s"] * 6 * params / (H100_BF16_DENSE_TFLOPS * 1e12)
+        mfu = r["tokens_per_s"] * flops_per_token(r, VARIANTS.get(name, {}), params) / (BF16_DENSE_TFLOPS * 1e12)
         r["mfu"], r["ratio_to_reference"] = round(mfu, 4), round(r["tokens_per_s"] / base, 2) if base else None
         print(f"{name:<20} {r['tokens_per_s']:>9.0f} {r['ratio_to_reference'] or 0:>6.2f} {r['s_per_step']:>7.2f} "
               f"{r['peak_gib'] or 0:>8.2f} {mfu:>6.1%}  {r['losses'][:3]}")
@@ -263,8 +273,21 @@ def main() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({
             "bench": "train", "device": device, "model": args.model, "params": params, "steps": args.steps,
-            "seed": args.seed, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+            "seed": args.seed, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+            "versions": _versions("torch", "transformers", "trl", "peft", "bitsandbytes", "liger-kernel"),
             "results": results}, indent=2) + "\n")
+
+
+def _versions(*names: str) -> dict:
+    from importlib import metadata
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 if __name__ == "__main__":

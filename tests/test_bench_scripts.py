@@ -83,3 +83,19 @@ def test_bench_eval_smoke_three_paths_agree(tiny_model_dir, tmp_path):
         assert comparison["compared"] == len(expected) and comparison["identical_predictions"] == 1.0
         assert comparison["max_abs_loglikelihood_diff"] < 1e-3
         assert comparison["ratio_tokens"] > 1
+
+
+def test_bench_train_counts_recomputed_forwards_only_for_checkpointed_layers():
+    """Q-LoRA FLOPs per token: 4 x params (forward + input-gradient backward), + 2 x params per recomputed layer."""
+    bench_train = load_script(ROOT / "scripts" / "bench_train.py")
+    params = 1000
+
+    def plan(checkpointed: int) -> dict:
+        return {"memory_plan": {"layers": 32, "checkpointed": checkpointed}}
+
+    assert bench_train.flops_per_token(plan(0), {}, params) == 4000
+    assert bench_train.flops_per_token(plan(32), {}, params) == 6000
+    assert bench_train.flops_per_token(plan(16), {"max_memory_gib": 20}, params) == 5000
+    assert bench_train.flops_per_token({}, {}, params) == 6000  # the paper's recipe: every layer
+    assert bench_train.flops_per_token({"memory_plan": None}, {"gradient_checkpointing": True}, params) == 6000
+    assert bench_train.flops_per_token({"memory_plan": None}, {"gradient_checkpointing": False}, params) == 4000
