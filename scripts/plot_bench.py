@@ -1,7 +1,7 @@
 """Plot benchmark results (the JSON files the bench_*.py scripts write) as one PNG of tokens/s.
 
-    python scripts/plot_bench.py docs/bench/train_h100.json docs/bench/generate_h100_final.json \\
-        docs/bench/eval_h100_mistral7b.json --out docs/bench/throughput.png
+    python scripts/plot_bench.py docs/bench/train_h200_memory_plan.json docs/bench/generate_h100_final.json \\
+        docs/bench/eval_h200_contract_nli.json docs/bench/eval_h200_pubmed_qa.json --out docs/bench/throughput.png
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from pathlib import Path
 PANELS = {
     "train": ("tokens_per_s", "Q-LoRA training, Mistral-7B shape (tokens/s)", "reference"),
     "generate": ("gen_tokens_per_s", "Generation, Llama-3.1-8B shape (generated tokens/s)", "reference"),
-    "eval": ("examples_per_s", "Ranked evaluation, Mistral-7B shape (examples/s)", "per-choice"),
+    "eval": ("examples_per_s", "Ranked evaluation, Mistral-7B shape (examples/s)", "paper"),
 }
+OLDER_REFERENCE_NAMES = {"paper": "per-choice"}  # eval files written before the paper path had its name
+YARDSTICKS = ("reference", "per-choice", "paper")
 
 
 def main() -> None:
@@ -36,17 +38,24 @@ def main() -> None:
         if data["bench"] not in PANELS:  # e.g. generate_vllm: its own table in docs/performance.md
             continue
         key, title, reference_name = PANELS[data["bench"]]
-        title = f"{title}\n{data.get('device', '')}"  # one panel per bench and device
+        if reference_name not in data["results"]:
+            reference_name = OLDER_REFERENCE_NAMES.get(reference_name, reference_name)
+        task = f", {data['task']}" if data.get("task") else ""
+        title = f"{title}\n{data.get('device', '')}{task}"  # one panel per bench, device (and task)
         panel = panels.setdefault(title, {})
         reference = data["results"].get(reference_name, {}).get(key)
         for name, result in data["results"].items():
             if key in result and not (name == reference_name and reference_name in panel):
                 panel[name] = (result[key], reference)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.8), squeeze=False)
-    for ax, (title, values) in zip(axes[0], panels.items(), strict=True):
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (title, values) in zip(axes.flat, panels.items(), strict=False):  # the grid may have spare cells
         names = list(values)
         bars = ax.bar(names, [values[n][0] for n in names],
-                      color=["#999999" if n.startswith(("reference", "per-choice")) else "#3b75af"
+                      color=["#999999" if n.startswith(YARDSTICKS) else "#3b75af"
                              for n in names])
         for bar, name in zip(bars, names, strict=True):
             value, reference = values[name]
