@@ -273,3 +273,30 @@ def test_public_dataset_defaults_are_the_papers_datasets(manager):
     for name, (path, config, split) in expected.items():
         loaded = load_yaml(manager.task_index[name].yaml_path, resolve_func=False)
         assert (loaded["dataset_path"], loaded.get("dataset_name"), loaded["test_split"]) == (path, config, split)
+
+
+def test_a_templates_docs_are_rendered_once_per_dataset(monkeypatch):
+    """lm-eval calls process_docs on every test_docs(); the rendering runs once per (template, dataset content),
+    and what repeats is what a fresh render gives."""
+    from datasets import Dataset
+
+    from bonito_adapt.evaluate.tasks import paper_prompts
+
+    monkeypatch.setattr(paper_prompts, "_PROCESSED", paper_prompts.OrderedDict())
+    renders = []
+    real = paper_prompts.PaperTemplate.input_and_target
+    monkeypatch.setattr(paper_prompts.PaperTemplate, "input_and_target",
+                        lambda self, record: renders.append(record["premise"]) or real(self, record))
+    process = paper_prompts.ranked_docs("contract_nli", "prompt_1")
+    records = [{"premise": f"The party shall keep clause {i} secret.", "hypothesis": "h", "label": i % 3}
+               for i in range(5)]
+    dataset = Dataset.from_list(records)
+    first = process(dataset)
+    assert len(renders) == 5
+    again = process(Dataset.from_list(records))  # the same content loaded again: same fingerprint
+    assert len(renders) == 5 and again.to_list() == first.to_list()
+    assert process.__wrapped__(dataset).to_list() == first.to_list()  # a fresh render: the same rows
+    assert len(renders) == 10
+    other = process(Dataset.from_list(records[:2]))  # other content: rendered
+    assert len(renders) == 12 and other.to_list() == first.to_list()[:2]
+    assert paper_prompts.ranked_docs("contract_nli", "prompt_2")(dataset)["paper_input"] != first["paper_input"]
