@@ -24,6 +24,7 @@ __all__ = ["SharedContextMixin", "pack_rows", "score_packed"]
 # Tokens per forward (rows x padded length) when `evaluate.batch_size` is auto.
 AUTO_TOKENS_CUDA = 16384
 AUTO_TOKENS_CPU = 4096
+LOG_SOFTMAX_ELEMENTS = 2**27  # choice tokens x vocabulary per float32 log-softmax (512 MiB)
 _MASKABLE = ("sdpa", "eager")
 
 
@@ -110,16 +111,30 @@ def score_packed(model, rows: list[dict[str, Any]], pad_id: int) -> dict[int, tu
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False,
                        **kwargs).logits
-    results = {}
+    # Every choice token of the batch at once (a loop per choice made two host syncs per choice): the logits
+    # that predict it, its log-probability, whether it is the argmax; summed per choice on the device.
+    requests, batch_rows, columns, targets, owners = [], [], [], [], []
     for r, per_choice in enumerate(predicting):
         for index, at, ids in per_choice:
-            row_logits = logits[r, [column[p] for p in at]].float()
-            log_probs = F.log_softmax(row_logits, dim=-1)
-            targets = torch.tensor(ids, device=device)
-            score = log_probs.gather(-1, targets[:, None]).sum().item()
-            greedy = bool((row_logits.argmax(-1) == targets).all())
-            results[index] = (score, greedy)
-    return results
+            owners += [len(requests)] * len(ids)
+            requests.append(index)
+            batch_rows += [r] * len(at)
+            columns += [column[p] for p in at]
+            targets += ids
+    batch_rows, columns, targets, owners = (torch.tensor(values, device=device)
+                                            for values in (batch_rows, columns, targets, owners))
+    token_scores = torch.empty(len(targets), dtype=torch.float64, device=device)
+    token_hits = torch.empty(len(targets), dtype=torch.bool, device=device)
+    step = max(1, LOG_SOFTMAX_ELEMENTS // logits.shape[-1])  # bounds the float32 copy of the picked logits
+    for start in range(0, len(targets), step):
+        part = slice(start, start + step)
+        picked = logits[batch_rows[part], columns[part]].float()
+        token_scores[part] = F.log_softmax(picked, dim=-1).gather(-1, targets[part, None]).squeeze(-1).double()
+        token_hits[part] = picked.argmax(-1) == targets[part]
+    scores = torch.zeros(len(requests), dtype=torch.float64, device=device).index_add_(0, owners, token_scores)
+    misses = torch.zeros(len(requests), dtype=torch.long, device=device).index_add_(0, owners, (~token_hits).long())
+    return {index: (score, miss == 0) for index, score, miss in zip(requests, scores.tolist(), misses.tolist(),
+                                                                   strict=True)}
 
 
 def _takes_logits_to_keep(model) -> bool:
