@@ -154,8 +154,20 @@ def run_vllm(args) -> dict:
         def count_tokens(self, text):
             return self.inner.count_tokens(text)
 
+    # The warm-up holds as many prompts as the largest case (capped), so raw vLLM, which runs first, does not
+    # meet large batch shapes for the first time inside its timed call (the 2026-12-04 run's 256-prompt case
+    # had raw vLLM at 0.77 of the stage that ran after it).
+    largest = max(int(case.split("x")[0]) * int(case.split("x")[1]) for case in args.vllm.split(","))
     warm = SamplingConfig(n=1, max_tokens=8, seed=args.seed)
-    engine.generate([task_format.prompt("warm up")] * 8, warm)
+    engine.generate([task_format.prompt(f"warm up {i}") for i in range(min(largest, 1024))], warm)
+
+    def raw_run(prompts, params) -> dict:
+        counted["tokens"] = 0
+        t0 = time.perf_counter()
+        engine.llm.generate(prompts, params, use_tqdm=False)
+        wall = time.perf_counter() - t0
+        return {"wall_s": round(wall, 2), "tokens": counted["tokens"], "gen_tokens_per_s": round(counted["tokens"] / wall, 1)}
+
     cases = []
     for case in args.vllm.split(","):
         size, n = (int(x) for x in case.split("x"))
@@ -164,12 +176,9 @@ def run_vllm(args) -> dict:
         sampling = SamplingConfig(n=n, temperature=0.5, top_p=0.95, max_tokens=args.new_tokens, seed=args.seed)
         result = {"prompts": size, "n": n}
         params = engine._vllm.SamplingParams(**vllm_engine.sampling_params_kwargs(sampling))
-        counted["tokens"] = 0
-        t0 = time.perf_counter()
-        engine.llm.generate([task_format.prompt(t) for t in texts], params, use_tqdm=False)
-        wall = time.perf_counter() - t0
-        result["raw"] = {"wall_s": round(wall, 2), "tokens": counted["tokens"],
-                         "gen_tokens_per_s": round(counted["tokens"] / wall, 1)}
+        prompts = [task_format.prompt(t) for t in texts]
+        first_raw = raw_run(prompts, params)
+        result["raw"] = first_raw
         paths = [("stage", engine)]
         if size * n <= args.one_shard_max:  # the slow path, at the sizes where it shows the drain
             paths.append(("stage_one_shard_per_call", OneShardPerCall(engine)))
@@ -183,6 +192,13 @@ def run_vllm(args) -> dict:
                             "gen_tokens_per_s": round(counted["tokens"] / wall, 1),
                             "of_raw": round(counted["tokens"] / wall / result["raw"]["gen_tokens_per_s"], 3)
                             if result["raw"]["gen_tokens_per_s"] else None}
+        # raw vLLM again after the stage's paths: the ratios are taken against the faster of the two raw runs, so
+        # neither running first nor second favours the stage
+        result["raw_runs"] = [first_raw, raw_run(prompts, params)]
+        result["raw"] = max(result["raw_runs"], key=lambda run: run["gen_tokens_per_s"])
+        for name, _ in paths:
+            result[name]["of_raw"] = round(result[name]["gen_tokens_per_s"] / result["raw"]["gen_tokens_per_s"], 3) \
+                if result["raw"]["gen_tokens_per_s"] else None
         print(json.dumps(result), file=sys.stderr, flush=True)
         cases.append(result)
     engine.close()

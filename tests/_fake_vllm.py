@@ -149,7 +149,8 @@ class LLM:
         for number, (prompt, params) in enumerate(zip(prompt_list, per_prompt, strict=True)):
             indices = list(range(params.n))
             random.Random(number).shuffle(indices)
-            completions = [CompletionOutput(index=i, text=f"{prompt}|{i}|seed={params.seed}", token_ids=[],
+            completions = [CompletionOutput(index=i, text=f"{prompt}|{i}|seed={params.seed}",
+                                            token_ids=[0] * (params.max_tokens or 0),  # as if EOS were ignored
                                             cumulative_logprob=None, logprobs=None, finish_reason="length")
                            for i in indices]
             outputs.append(RequestOutput(request_id=str(number), prompt=prompt, prompt_token_ids=None,

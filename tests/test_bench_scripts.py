@@ -99,3 +99,34 @@ def test_bench_train_counts_recomputed_forwards_only_for_checkpointed_layers():
     assert bench_train.flops_per_token({}, {}, params) == 6000  # the paper's recipe: every layer
     assert bench_train.flops_per_token({"memory_plan": None}, {"gradient_checkpointing": True}, params) == 6000
     assert bench_train.flops_per_token({"memory_plan": None}, {"gradient_checkpointing": False}, params) == 4000
+
+
+def test_bench_generate_vllm_path_runs_on_the_vllm_double(monkeypatch, tiny_model_dir):
+    """The vLLM comparison (run only on a GPU machine) end to end on tests/_fake_vllm.py: raw vLLM before and after
+    the stage's paths, the stage writing its shards, the ratios against the faster raw run. No timing asserted."""
+    import argparse
+
+    import _fake_vllm
+
+    from bonito_adapt.engines import vllm_engine
+
+    fake = _fake_vllm.install(monkeypatch)
+    for name in ("sampling_params_kwargs", "llm_kwargs"):  # the script patches these: put them back afterwards
+        monkeypatch.setattr(vllm_engine, name, getattr(vllm_engine, name))
+    bench_generate = load_script(ROOT / "scripts" / "bench_generate.py")
+    args = argparse.Namespace(model=str(tiny_model_dir), vllm="6x1,4x2", new_tokens=5, seed=0, shard_size=4,
+                              prompts_per_call=8, prefix_caching=False, one_shard_max=8)
+    result = bench_generate.run_vllm(args)
+    assert fake.created[0]["enable_prefix_caching"] is False
+    assert [(case["prompts"], case["n"]) for case in result["cases"]] == [(6, 1), (4, 2)]
+    for case in result["cases"]:
+        expected = case["prompts"] * case["n"] * 5
+        assert len(case["raw_runs"]) == 2 and all(run["tokens"] == expected for run in case["raw_runs"])
+        assert case["raw"] == max(case["raw_runs"], key=lambda run: run["gen_tokens_per_s"])
+        for path in ("stage", "stage_one_shard_per_call"):
+            assert case[path]["tokens"] == expected
+            assert case[path]["of_raw"] == pytest.approx(
+                case[path]["gen_tokens_per_s"] / case["raw"]["gen_tokens_per_s"], abs=1e-3)
+    assert all(params.ignore_eos for call in fake.generate_calls[1:] for params in
+               (call["sampling_params"] if isinstance(call["sampling_params"], list) else [call["sampling_params"]]))
+    assert fake.shutdowns == ["engine_core"]
