@@ -161,10 +161,11 @@ def run_vllm(args) -> dict:
     warm = SamplingConfig(n=1, max_tokens=8, seed=args.seed)
     engine.generate([task_format.prompt(f"warm up {i}") for i in range(min(largest, 1024))], warm)
 
-    def raw_run(prompts, params) -> dict:
+    def timed(run, *args, **kwargs) -> dict:
+        """Wall time and generated tokens of `run(*args, **kwargs)` (one path on one case)."""
         counted["tokens"] = 0
         t0 = time.perf_counter()
-        engine.llm.generate(prompts, params, use_tqdm=False)
+        run(*args, **kwargs)
         wall = time.perf_counter() - t0
         return {"wall_s": round(wall, 2), "tokens": counted["tokens"], "gen_tokens_per_s": round(counted["tokens"] / wall, 1)}
 
@@ -177,24 +178,17 @@ def run_vllm(args) -> dict:
         result = {"prompts": size, "n": n}
         params = engine._vllm.SamplingParams(**vllm_engine.sampling_params_kwargs(sampling))
         prompts = [task_format.prompt(t) for t in texts]
-        first_raw = raw_run(prompts, params)
-        result["raw"] = first_raw
+        first_raw = timed(engine.llm.generate, prompts, params, use_tqdm=False)
         paths = [("stage", engine)]
         if size * n <= args.one_shard_max:  # the slow path, at the sizes where it shows the drain
             paths.append(("stage_one_shard_per_call", OneShardPerCall(engine)))
         for name, used in paths:
-            counted["tokens"] = 0
             with tempfile.TemporaryDirectory() as shards:
-                t0 = time.perf_counter()
-                generate_shards(passages, used, task_format, sampling, Path(shards), args.shard_size)
-                wall = time.perf_counter() - t0
-            result[name] = {"wall_s": round(wall, 2), "tokens": counted["tokens"],
-                            "gen_tokens_per_s": round(counted["tokens"] / wall, 1),
-                            "of_raw": round(counted["tokens"] / wall / result["raw"]["gen_tokens_per_s"], 3)
-                            if result["raw"]["gen_tokens_per_s"] else None}
+                result[name] = timed(generate_shards, passages, used, task_format, sampling, Path(shards),
+                                     args.shard_size)
         # raw vLLM again after the stage's paths: the ratios are taken against the faster of the two raw runs, so
         # neither running first nor second favours the stage
-        result["raw_runs"] = [first_raw, raw_run(prompts, params)]
+        result["raw_runs"] = [first_raw, timed(engine.llm.generate, prompts, params, use_tqdm=False)]
         result["raw"] = max(result["raw_runs"], key=lambda run: run["gen_tokens_per_s"])
         for name, _ in paths:
             result[name]["of_raw"] = round(result[name]["gen_tokens_per_s"] / result["raw"]["gen_tokens_per_s"], 3) \
