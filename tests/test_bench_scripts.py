@@ -77,7 +77,7 @@ def test_bench_eval_smoke_three_paths_agree(tiny_model_dir, tmp_path):
     # the paper's code: ceil(15 examples / 8) forwards of every (example, choice) sequence
     assert results["paper"]["forwards"] == 2 and results["paper"]["sequences"] == 3 * len(expected)
     assert results["lm-eval"]["sequences"] == 3 * len(expected)
-    assert results["shared"]["sequences"] == len(expected)  # one row per example
+    assert results["shared"]["sequences"] < len(expected)  # the examples packed into fewer rows
     for name in ("shared/lm-eval", "shared/paper"):
         comparison = report["comparisons"][name]
         assert comparison["compared"] == len(expected) and comparison["identical_predictions"] == 1.0

@@ -44,15 +44,18 @@ class EvaluateConfig(Section):
         "best over every gold answer); auto: first under the paper protocol, all under lm_eval.",
     )
     shared_context: bool = Field(
-        True, description="hf backend: score all answer choices of an example in one pass over its context "
-        "(same log-likelihoods as one forward per choice); false: lm-eval's own per-choice forwards.",
+        True, description="hf backend: run every token the ranked requests share once (an example's context for all "
+        "its answer choices, and the text examples share at their start, e.g. one document asked several questions), "
+        "in packed rows; same log-likelihoods as one forward per choice. false: lm-eval's own per-choice forwards.",
     )
     data_files: dict[str, str] = Field(
         default_factory=dict, description="Task name -> local table file (.jsonl, .json, .csv, .parquet; .gz too) in the public dataset's field names, replacing that dataset for all its templates."
     )
     backend: Literal["hf", "vllm"] = Field("hf", description="lm-eval model backend.")
     batch_size: int | Literal["auto"] = Field(
-        "auto", description="lm-eval batch size; auto = lm-eval's detection on a GPU, 8 on a CPU."
+        "auto", description="An integer N: lm-eval's batch size; with shared_context, ranked forwards no larger than N "
+        "of the longest requests. auto on a GPU: 16,384 tokens a ranked forward in rows of up to 2,048 with "
+        "shared_context, lm-eval's detection otherwise; auto on a CPU: 8."
     )
     limit: int | None = Field(None, ge=1, description="Examples per task (quick runs).")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="auto = bf16 on CUDA, fp32 on CPU.")

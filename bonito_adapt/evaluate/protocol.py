@@ -110,19 +110,25 @@ class ProtocolMixin:
         tokenizer = self.tokenizer
         bos = tokenizer.bos_token or ""
         eos = "" if self.wrapper == "mistral_instruct" else (tokenizer.eos_token or "")
-        encoded = []
+        strings = []
         for request in requests:
             context, choice = request.args
             source = context if context.startswith(bos) else bos + context
-            continuation = choice.strip() + eos
-            request.arguments = (source, continuation)  # what the logged sample shows
-            source_ids = tokenizer(source, add_special_tokens=False)["input_ids"][:PAPER_SOURCE_MAX_TOKENS]
-            choice_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"][:PAPER_CHOICE_MAX_TOKENS]
-            encoded.append(((source, continuation), source_ids, choice_ids))
-        return encoded
+            request.arguments = (source, choice.strip() + eos)  # what the logged sample shows
+            strings.append(request.arguments)
+        # Each distinct string once, in one batched call: a source recurs once per choice, a choice per example.
+        sources = _encode_distinct(tokenizer, (source for source, _ in strings), PAPER_SOURCE_MAX_TOKENS)
+        choices = _encode_distinct(tokenizer, (choice for _, choice in strings), PAPER_CHOICE_MAX_TOKENS)
+        return [((source, choice), sources[source], choices[choice]) for source, choice in strings]
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         if self.protocol != "paper":
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
         return self._loglikelihood_tokens(self.paper_requests(requests), disable_tqdm=disable_tqdm)
 
+
+def _encode_distinct(tokenizer, texts, max_tokens: int) -> dict[str, list[int]]:
+    """Token ids (no added special tokens, cut to the first `max_tokens`) of each distinct text."""
+    distinct = list(dict.fromkeys(texts))
+    encoded = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
+    return {text: ids[:max_tokens] for text, ids in zip(distinct, encoded, strict=True)}

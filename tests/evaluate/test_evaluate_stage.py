@@ -142,20 +142,33 @@ def test_lm_eval_protocol_keeps_lm_eval_requests(tiny_model_dir, tiny_adapter, t
     assert adapted_row["continuations"] == adapted_row["answer_choices"]
 
 
-@pytest.mark.parametrize("protocol", ["paper", "lm_eval"])
-def test_shared_context_scoring_equals_one_forward_per_choice(tiny_model_dir, tiny_adapter, tmp_path, protocol):
-    """All choices of an example scored from one pass over the context give lm-eval's per-choice
-    log-likelihoods (fp32, within 1e-4) and the same picks, for the base model and through an adapter."""
-    data = write_jsonl(tmp_path / "pubmed.jsonl", PUBMED_RECORDS)
+# Two NDAs asked three hypotheses each, as ContractNLI's test split asks 17 about each whole NDA.
+NDAS = ["The Recipient shall hold all Confidential Information in strict confidence and return it on request.",
+        "This Agreement is governed by the laws of Ohio and lasts two years from the Effective Date."]
+CONTRACT_RECORDS = [{"doc_id": 3 * n + h, "nda": f"nda-{n}", "premise": premise, "evidence": [], "label": h,
+                     "hypothesis": hypothesis}
+                    for n, premise in enumerate(NDAS)
+                    for h, hypothesis in enumerate(["Recipient shall return materials.", "Recipient may share with "
+                                                    "employees.", "Recipient may create derivative works."])]
+
+
+@pytest.mark.parametrize(("protocol", "task"), [("paper", "pubmed_qa"), ("lm_eval", "pubmed_qa"),
+                                                ("paper", "contract_nli")])
+def test_shared_context_scoring_equals_one_forward_per_choice(tiny_model_dir, tiny_adapter, tmp_path, protocol, task):
+    """Every choice of the requests' trie scored in packed rows gives lm-eval's per-choice log-likelihoods
+    (fp32, within 1e-4) and the same picks, for the base model and through an adapter; with contexts that
+    share a document (ContractNLI) and contexts that share nothing but the prompt (PubMedQA)."""
+    records = PUBMED_RECORDS if task == "pubmed_qa" else CONTRACT_RECORDS
+    data = write_jsonl(tmp_path / f"{task}.jsonl", records)
     rows = {}
     for shared in (True, False):
-        recipe = make_recipe(tmp_path / str(shared), tasks=["pubmed_qa"], base_model=str(tiny_model_dir),
+        recipe = make_recipe(tmp_path / str(shared), tasks=[task], base_model=str(tiny_model_dir),
                              adapter=str(tiny_adapter), protocol=protocol, shared_context=shared, dtype="float32",
-                             batch_size=3, data_files={"pubmed_qa": str(data)})
+                             batch_size=3, data_files={task: str(data)})
         out = evaluate.run(recipe, recipe.run_dir)
-        rows[shared] = {model: read_samples(out / "samples" / model / "pubmed_qa.jsonl") for model in ("base", "adapted")}
+        rows[shared] = {model: read_samples(out / "samples" / model / f"{task}.jsonl") for model in ("base", "adapted")}
     for model in ("base", "adapted"):
-        assert len(rows[True][model]) == 5 * len(PUBMED_RECORDS)
+        assert len(rows[True][model]) == 5 * len(records)
         for shared_row, per_choice_row in zip(rows[True][model], rows[False][model], strict=True):
             assert shared_row["context"] == per_choice_row["context"]
             assert shared_row["continuations"] == per_choice_row["continuations"]
