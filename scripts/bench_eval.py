@@ -4,9 +4,10 @@ The same examples of a shipped multiple-choice task (`pubmed_qa`, `contract_nli`
 templates, the `instruct` wrapper of a base model, each choice + EOS, tokenized apart from the source)
 scored by the same model:
 
-- `shared`: the evaluate stage as it runs (`evaluate.shared_context: true`, the default): every choice
-  of an example from one pass over its context (bonito_adapt/evaluate/scoring.py), through
-  `lm_eval.simple_evaluate`.
+- `shared`: the evaluate stage as it runs (`evaluate.shared_context: true`, the default): the requests'
+  token trie in packed rows, every shared token run once (an example's context for all its choices, a
+  document for all the examples that start with it; bonito_adapt/evaluate/scoring.py), through
+  `lm_eval.simple_evaluate`. `--shared-budgets` runs it again under other row / forward token budgets.
 - `lm-eval`: the stage with `shared_context: false`: lm-eval's own HFLM batching, one sequence per
   (example, choice), sorted by length, batch size as the stage sets it.
 - `paper`: the paper's evaluation code re-done by hand (evaluation/evaluate_decoder.py): batches of 8
@@ -114,6 +115,7 @@ def run_stage(args, shared_context: bool) -> dict:
 
     import torch
 
+    from bonito_adapt.evaluate import scoring as scoring_module
     from bonito_adapt.evaluate import stage, tasks
     from bonito_adapt.evaluate.config import EvaluateConfig
     from bonito_adapt.evaluate.models import build_lm
@@ -144,24 +146,41 @@ def run_stage(args, shared_context: bool) -> dict:
     lm.loglikelihood = timed_loglikelihood
     if args.warmup:
         stage._evaluate_one(lm, manager, args.task, cfg.model_copy(update={"limit": args.warmup}), scoring)
-    clock["scoring_s"] = 0.0
-    counts.update(dict.fromkeys(counts, 0))
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    _sync(device)
-    start = time.perf_counter()
-    raw = stage._evaluate_one(lm, manager, args.task, cfg, scoring)
-    _sync(device)
-    wall = time.perf_counter() - start
+
+    def timed_run() -> tuple[dict, float]:
+        clock["scoring_s"] = 0.0
+        counts.update(dict.fromkeys(counts, 0))
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        _sync(device)
+        start = time.perf_counter()
+        raw = stage._evaluate_one(lm, manager, args.task, cfg, scoring)
+        _sync(device)
+        return raw, time.perf_counter() - start
+
+    raw, wall = timed_run()
+    measured = {"scoring_s": round(clock["scoring_s"], 3), **counts, "peak_gib": _peak(device)}
+    budgets = []  # the shared path again under other token budgets (row:forward), on the same loaded model
+    for budget in [b for b in (args.shared_budgets or "").split(",") if b] if shared_context else []:
+        row_tokens, forward_tokens = (int(x) for x in budget.split(":"))
+        defaults = scoring_module.ROW_TOKENS, scoring_module.AUTO_TOKENS_CUDA, scoring_module.AUTO_TOKENS_CPU
+        scoring_module.ROW_TOKENS = row_tokens
+        scoring_module.AUTO_TOKENS_CUDA = scoring_module.AUTO_TOKENS_CPU = forward_tokens
+        try:
+            _, variant_wall = timed_run()
+        finally:
+            scoring_module.ROW_TOKENS, scoring_module.AUTO_TOKENS_CUDA, scoring_module.AUTO_TOKENS_CPU = defaults
+        budgets.append({"row_tokens": row_tokens, "forward_tokens": forward_tokens, "wall_s": round(variant_wall, 3),
+                        "scoring_s": round(clock["scoring_s"], 3), **counts, "peak_gib": _peak(device)})
 
     records = [sample_record(template, sample)
                for template, items in sorted((raw.get("samples") or {}).items()) for sample in items]
     predictions = [{"template": r["template"], "doc_id": r["doc_id"], "target": r["target"],
                     "prediction": r.get("prediction"), "loglikelihoods": r.get("loglikelihoods")} for r in records]
     summary = results_summary(raw, args.task)
-    return {"wall_s": round(wall, 3), "scoring_s": round(clock["scoring_s"], 3), **counts,
-            "batch_size": str(cfg.batch_size), "acc": summary["average"].get("acc"), "peak_gib": _peak(device),
-            "device": device, "dtype": dtype, "predictions": predictions}
+    return {"wall_s": round(wall, 3), **measured, "batch_size": str(cfg.batch_size),
+            "acc": summary["average"].get("acc"), "device": device, "dtype": dtype, "budgets": budgets,
+            "predictions": predictions}
 
 
 # --------------------------------------------------------------------------- the paper's code, by hand
@@ -257,7 +276,8 @@ def _child(args, path: str) -> dict:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--worker-out", str(out),
                    "--model", args.model, "--data-file", args.data_file, "--task", args.task,
                    "--limit", str(args.limit), "--warmup", str(args.warmup), "--device", args.device,
-                   "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+                   "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                   "--shared-budgets", args.shared_budgets or ""]
         return run_worker(command, result_file=out)
 
 
@@ -289,6 +309,9 @@ def main() -> None:
                         "auto or an integer; paper is always 8 examples")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads in each path (0: torch's default); 1 is steadier on a busy machine")
+    parser.add_argument("--shared-budgets", default="",
+                        help="the shared path again under other auto budgets, on the same model: comma-separated "
+                        "ROW_TOKENS:FORWARD_TOKENS (tokens per packed row : per forward), e.g. 1024:16384,4096:32768")
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated: {', '.join(PATHS)}")
     parser.add_argument("--out", help="write all results (with per-example predictions) as JSON here")
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
@@ -340,6 +363,11 @@ def main() -> None:
         print(f"{name:<8} {r['examples']:>8} {r['examples_per_s']:>8.2f} {r['scoring_examples_per_s']:>12.2f} "
               f"{r['wall_s']:>7.1f} {r['forwards']:>8} {r['sequences']:>6} {r['tokens']:>9} "
               f"{r['acc'] if r['acc'] is not None else float('nan'):>6.3f} {r['peak_gib'] or 0:>8.2f}")
+    for budget in results.get("shared", {}).get("budgets") or []:
+        n = results["shared"]["examples"]
+        print(f"shared, {budget['row_tokens']} tokens a row, {budget['forward_tokens']} a forward: "
+              f"{n / budget['wall_s']:.2f} ex/s, {n / budget['scoring_s']:.2f} scoring ex/s, {budget['forwards']} forwards, "
+              f"{budget['tokens']} tokens, {budget['peak_gib']} GiB")
     for name, c in comparisons.items():
         print(f"{name}: {c['ratio_examples_per_s']}x end to end, {c['ratio_scoring_examples_per_s']}x scoring, "
               f"{c['ratio_tokens']}x fewer tokens; same pick {c['identical_predictions']} of {c['compared']}, "

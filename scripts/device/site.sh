@@ -5,8 +5,9 @@ if [ -d $VDEPS ] && [ -f /tmp/vw/part05 ] && [ ! -d /tmp/vsite/vllm ]; then
   [ "$(md5sum /tmp/vllm-0.26.0-*.whl | cut -c1-32)" = "$(cat $VDEPS/vllm.md5)" ] || { echo "vllm wheel md5 differs"; exit 3; }
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/vsite /tmp/vllm-0.26.0-*.whl $VDEPS/*.whl
 fi
-if [ -d .whl ] && [ ! -d /tmp/site/trl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+if [ -d .whl ] && [ ! -f /tmp/site/.whl.done ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+    && touch /tmp/site/.whl.done
 fi
 if [ -d .whl-bnb ] && [ ! -d /tmp/site/bitsandbytes ]; then  # 42 MB: its own call
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl-bnb/*.whl
