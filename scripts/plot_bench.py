@@ -1,7 +1,7 @@
 """Plot benchmark results (the JSON files the bench_*.py scripts write) as one PNG of tokens/s.
 
     python scripts/plot_bench.py docs/bench/train_h200_memory_plan.json docs/bench/generate_h100_final.json \\
-        docs/bench/eval_h200_contract_nli.json docs/bench/eval_h200_pubmed_qa.json --out docs/bench/throughput.png
+        docs/bench/eval_h100_trie_contract_nli.json docs/bench/eval_h100_trie_pubmed_qa.json --out docs/bench/throughput.png
 """
 
 from __future__ import annotations
